@@ -1,0 +1,78 @@
+"""`raftkube up` and `raftkube down`: a whole cluster on this machine."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from control_plane.local_cluster import LocalCluster
+
+
+def describe(cluster: LocalCluster, leader: str) -> str:
+    lines = [f"raftkube: {len(cluster.masters)} masters are up in {cluster.directory} (leader: {leader})", ""]
+    for m in cluster.masters:
+        lines.append(
+            f"  {m.id}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
+            f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
+        )
+    endpoints = ",".join(cluster.endpoints)
+    lines += [
+        "",
+        "Reach it:",
+        f"  raftkube store --dir {cluster.directory} status",
+        f"  raftkube store --dir {cluster.directory} put /hello world",
+        f"  grpcurl -plaintext {cluster.endpoints[0]} list",
+        f"  export RAFTKUBE_ENDPOINTS={endpoints}",
+    ]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--dir", "directory", default=".raftkube", show_default=True, type=click.Path(file_okay=False))
+@click.option("--masters", type=click.IntRange(1, 7), default=3, show_default=True)
+@click.option("--detach", is_flag=True, help="Return once the cluster is up; stop it with `raftkube down`.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a leader.")
+def up(directory: str, masters: int, detach: bool, timeout: float) -> None:
+    """Start a local HA cluster: masters as child processes on loopback."""
+    cluster = LocalCluster.create(directory, masters)
+    if any(cluster.is_running(m) for m in cluster.masters):
+        click.echo(f"raftkube up: a cluster is already running in {cluster.directory}", err=True)
+        sys.exit(1)
+    cluster.start()
+    try:
+        leader = cluster.wait_ready(timeout)
+    except (TimeoutError, RuntimeError) as e:
+        cluster.stop()
+        click.echo(f"raftkube up: {e}", err=True)
+        sys.exit(1)
+    click.echo(describe(cluster, leader))
+    if detach:
+        click.echo(f"\nStop it with: raftkube down --dir {cluster.directory}")
+        return
+    click.echo("\nRunning in the foreground; Ctrl-C stops every master.")
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    while not stopped.wait(1.0):
+        for m in cluster.masters:
+            if m.pid and not cluster.is_running(m):
+                click.echo(f"raftkube up: master {m.id} exited; see {m.log_path}", err=True)
+                m.pid = 0
+    click.echo("stopping...")
+    cluster.stop()
+
+
+@click.command()
+@click.option("--dir", "directory", default=".raftkube", show_default=True, type=click.Path(file_okay=False))
+def down(directory: str) -> None:
+    """Stop a cluster started with `raftkube up`."""
+    try:
+        cluster = LocalCluster.load(directory)
+    except FileNotFoundError:
+        click.echo(f"raftkube down: no cluster in {directory}", err=True)
+        sys.exit(1)
+    cluster.stop()
+    click.echo(f"stopped {len(cluster.masters)} masters in {cluster.directory}")

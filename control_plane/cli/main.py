@@ -1,0 +1,25 @@
+"""Entry point of the `raftkube` command."""
+
+from __future__ import annotations
+
+import click
+
+from control_plane.cli.local import down, up
+from control_plane.cli.server import server
+from control_plane.cli.store import store
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="raftkube")
+def cli() -> None:
+    """raftkube: a Kubernetes-style control plane replicated by Raft."""
+
+
+cli.add_command(server)
+cli.add_command(up)
+cli.add_command(down)
+cli.add_command(store)
+
+
+def main() -> None:
+    cli()

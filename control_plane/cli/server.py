@@ -1,0 +1,78 @@
+"""`raftkube server`: run one master replica."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from control_plane.logs import setup_logging
+from control_plane.master import ConfigError, MasterConfig, read_cluster_secret, run_master
+
+
+def parse_peers(values: tuple[str, ...]) -> dict[str, str]:
+    peers: dict[str, str] = {}
+    for value in values:
+        member_id, sep, address = value.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not sep or not member_id or not colon or not host or not port.isdigit():
+            raise click.BadParameter(f"{value!r} is not ID=HOST:PORT", param_hint="--peer")
+        peers[member_id] = address
+    return peers
+
+
+@click.command()
+@click.option("--id", "member_id", required=True, help="This master's name, unique in the cluster.")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Where the Raft log lives.")
+@click.option("--raft-address", required=True, help="HOST:PORT for Raft traffic between masters.")
+@click.option("--grpc-address", required=True, help="HOST:PORT for the gRPC APIs.")
+@click.option("--peer", "peers", multiple=True, help="ID=HOST:PORT of another master's Raft address (repeat).")
+@click.option("--cluster-secret-file", type=click.Path(dir_okay=False), help="The secret all masters share.")
+@click.option("--metrics-address", default="", help="HOST:PORT to serve Prometheus /metrics on.")
+@click.option("--election-timeout-min", default=0.35, show_default=True, help="Seconds.")
+@click.option("--election-timeout-max", default=0.7, show_default=True, help="Seconds.")
+@click.option("--heartbeat-interval", default=0.05, show_default=True, help="Seconds.")
+@click.option("--history-revisions", default=50_000, show_default=True, help="Revisions kept for watches.")
+@click.option("--log-level", default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def server(
+    member_id: str,
+    data_dir: str,
+    raft_address: str,
+    grpc_address: str,
+    peers: tuple[str, ...],
+    cluster_secret_file: str | None,
+    metrics_address: str,
+    election_timeout_min: float,
+    election_timeout_max: float,
+    heartbeat_interval: float,
+    history_revisions: int,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Run one master replica of the cluster."""
+    setup_logging(log_level, log_format)
+    if not election_timeout_min > 3 * heartbeat_interval or not election_timeout_max > election_timeout_min:
+        raise click.BadParameter(
+            "need heartbeat-interval * 3 < election-timeout-min < election-timeout-max",
+            param_hint="--election-timeout-min",
+        )
+    try:
+        config = MasterConfig(
+            member_id=member_id,
+            data_dir=data_dir,
+            raft_address=raft_address,
+            grpc_address=grpc_address,
+            peers=parse_peers(peers),
+            cluster_secret=read_cluster_secret(cluster_secret_file),
+            metrics_address=metrics_address,
+            election_timeout_min=election_timeout_min,
+            election_timeout_max=election_timeout_max,
+            heartbeat_interval=heartbeat_interval,
+            history_revisions=history_revisions,
+        )
+        asyncio.run(run_master(config))
+    except ConfigError as e:
+        click.echo(f"raftkube server: {e}", err=True)
+        sys.exit(2)

@@ -1,0 +1,291 @@
+"""A whole cluster on one machine, as child processes on loopback: what
+`raftkube up` starts and `raftkube down` stops, and what the tests, the
+benchmarks and the fault campaign use to run real masters.
+
+The cluster lives in a directory: `cluster.json` (members, addresses, pids),
+the cluster secret (0600), and one data directory and log per master. Ports
+are picked free on loopback when the directory is first initialised and kept,
+so a restarted master comes back at the same addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import grpc
+
+from ha.client import StoreClient
+from ha.storepb import kv_pb2
+
+STATE_FILE = "cluster.json"
+SECRET_FILE = "cluster-secret"
+READY_PROBE = kv_pb2.RangeRequest(key=b"/raftkube/ready-probe")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class MasterSpec:
+    id: str
+    raft_address: str
+    grpc_address: str
+    metrics_address: str
+    data_dir: str
+    pid: int = 0
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.data_dir, "server.log")
+
+
+@dataclass
+class LocalCluster:
+    directory: str
+    masters: list[MasterSpec] = field(default_factory=list)
+    server_args: list[str] = field(default_factory=list)
+    # Popen objects of the masters this process started, to reap them.
+    _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False, repr=False)
+
+    # -- the directory ---------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, directory: str, count: int = 3, host: str = "127.0.0.1", server_args: list[str] | None = None
+    ) -> LocalCluster:
+        directory = os.path.abspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        if os.path.exists(os.path.join(directory, STATE_FILE)):
+            cluster = cls.load(directory)
+            if server_args is not None:
+                cluster.server_args = server_args
+            return cluster
+        cluster = cls(directory, server_args=list(server_args or []))
+        for i in range(count):
+            cluster.masters.append(cluster._new_spec(f"m{i + 1}", host))
+        cluster._write_secret()
+        cluster.save()
+        return cluster
+
+    def _new_spec(self, member_id: str, host: str = "127.0.0.1") -> MasterSpec:
+        return MasterSpec(
+            id=member_id,
+            raft_address=f"{host}:{free_port(host)}",
+            grpc_address=f"{host}:{free_port(host)}",
+            metrics_address=f"{host}:{free_port(host)}",
+            data_dir=os.path.join(self.directory, member_id),
+        )
+
+    @classmethod
+    def load(cls, directory: str) -> LocalCluster:
+        directory = os.path.abspath(directory)
+        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+        return cls(
+            directory,
+            [MasterSpec(**m) for m in state["masters"]],
+            state.get("server_args", []),
+        )
+
+    def save(self) -> None:
+        path = os.path.join(self.directory, STATE_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"masters": [asdict(m) for m in self.masters], "server_args": self.server_args}, f, indent=2)
+        os.replace(path + ".tmp", path)
+
+    @property
+    def secret_path(self) -> str:
+        return os.path.join(self.directory, SECRET_FILE)
+
+    def _write_secret(self) -> None:
+        if os.path.exists(self.secret_path):
+            return
+        fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.grpc_address for m in self.masters]
+
+    def spec(self, member_id: str) -> MasterSpec:
+        for m in self.masters:
+            if m.id == member_id:
+                return m
+        raise KeyError(member_id)
+
+    # -- processes ---------------------------------------------------------------
+
+    def command(self, spec: MasterSpec, peers: list[MasterSpec] | None = None) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "control_plane.cli",
+            "server",
+            "--id",
+            spec.id,
+            "--data-dir",
+            spec.data_dir,
+            "--raft-address",
+            spec.raft_address,
+            "--grpc-address",
+            spec.grpc_address,
+            "--metrics-address",
+            spec.metrics_address,
+            "--cluster-secret-file",
+            self.secret_path,
+        ]
+        for peer in self.masters if peers is None else peers:
+            if peer.id != spec.id:
+                args += ["--peer", f"{peer.id}={peer.raft_address}"]
+        return args + self.server_args
+
+    def start(self, member_id: str | None = None, peers: list[MasterSpec] | None = None) -> None:
+        """Start one master, or every master that is not running."""
+        for spec in self.masters:
+            if member_id is not None and spec.id != member_id:
+                continue
+            if member_id is None and self.is_running(spec):
+                continue
+            os.makedirs(spec.data_dir, exist_ok=True)
+            with open(spec.log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    self.command(spec, peers),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # outlives `raftkube up --detach`
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            spec.pid = proc.pid
+            self._children[spec.id] = proc
+        self.save()
+
+    def is_running(self, spec: MasterSpec) -> bool:
+        if not spec.pid:
+            return False
+        proc = self._children.get(spec.id)
+        if proc is not None:
+            return proc.poll() is None
+        try:
+            os.kill(spec.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return _is_our_server(spec.pid)
+
+    def signal(self, member_id: str, sig: int) -> None:
+        spec = self.spec(member_id)
+        if spec.pid and self.is_running(spec):
+            os.kill(spec.pid, sig)
+
+    def kill(self, member_id: str) -> None:
+        """kill -9, and reap it."""
+        spec = self.spec(member_id)
+        self.signal(member_id, signal.SIGKILL)
+        self._wait_exit(spec, 10.0)
+
+    def pause(self, member_id: str) -> None:
+        self.signal(member_id, signal.SIGSTOP)
+
+    def resume(self, member_id: str) -> None:
+        self.signal(member_id, signal.SIGCONT)
+
+    def stop(self, member_id: str | None = None, timeout: float = 10.0) -> None:
+        """SIGTERM (after SIGCONT, in case it is paused), then SIGKILL."""
+        specs = [self.spec(member_id)] if member_id else list(self.masters)
+        for spec in specs:
+            if self.is_running(spec):
+                os.kill(spec.pid, signal.SIGCONT)
+                os.kill(spec.pid, signal.SIGTERM)
+        for spec in specs:
+            if not self._wait_exit(spec, timeout):
+                os.kill(spec.pid, signal.SIGKILL)
+                self._wait_exit(spec, 5.0)
+            spec.pid = 0
+        self.save()
+
+    def _wait_exit(self, spec: MasterSpec, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        proc = self._children.get(spec.id)
+        while time.monotonic() < deadline:
+            if proc is not None:
+                if proc.poll() is not None:
+                    return True
+            elif not self.is_running(spec):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def add_master(self, member_id: str) -> MasterSpec:
+        spec = self._new_spec(member_id, self.masters[0].raft_address.rsplit(":", 1)[0])
+        self.masters.append(spec)
+        self.save()
+        return spec
+
+    def forget_master(self, member_id: str) -> None:
+        self.masters = [m for m in self.masters if m.id != member_id]
+        self.save()
+
+    # -- observing -----------------------------------------------------------------
+
+    def client(self, **kwargs: float) -> StoreClient:
+        return StoreClient(self.endpoints, **kwargs)
+
+    def wait_ready(self, timeout: float = 30.0, members: list[str] | None = None) -> str:
+        """Wait until every (named) running master knows the same leader and
+        the leader can commit; returns the leader's id."""
+        chosen = [m for m in self.masters if (members is None or m.id in members) and self.is_running(m)]
+        deadline = time.monotonic() + timeout
+        last_error = "no master answered"
+        with StoreClient([m.grpc_address for m in chosen], timeout=1.0, retry_for=0) as client:
+            while time.monotonic() < deadline:
+                for spec in chosen:
+                    if not self.is_running(spec):
+                        raise RuntimeError(f"master {spec.id} exited; see {spec.log_path}")
+                try:
+                    statuses = [client.status(m.grpc_address) for m in chosen]
+                    leaders = {s.leader_id for s in statuses}
+                    if len(leaders) == 1 and "" not in leaders:
+                        leader = leaders.pop()
+                        leader_spec = next((m for m in chosen if m.id == leader), None)
+                        if leader_spec is not None:
+                            # A linearizable read: answers once the leader commits.
+                            client.kv(leader_spec.grpc_address).Range(READY_PROBE, timeout=1.0)
+                        return leader
+                    last_error = f"leaders seen: {sorted(leaders)}"
+                except grpc.RpcError as e:
+                    last_error = f"{e.code().name}: {e.details()}"  # type: ignore[attr-defined]
+                time.sleep(0.05)
+        raise TimeoutError(f"cluster not ready after {timeout:g}s ({last_error})")
+
+    def leader(self, timeout: float = 30.0) -> str:
+        return self.wait_ready(timeout)
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+
+def _is_our_server(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"control_plane.cli" in f.read()
+    except OSError:
+        return True

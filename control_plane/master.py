@@ -1,0 +1,164 @@
+"""One master replica (`raftkube server`): the composition root that runs
+the replicated store and serves it over gRPC, with health checking,
+reflection, and Prometheus metrics over HTTP.
+
+Later parts of the control plane (API server, scheduler, controller-manager)
+join here, on the same event loop and gRPC port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ha.limits import MAX_VALUE_BYTES
+from ha.raft_node import RaftConfig
+from ha.server import SERVICE_NAMES, StoreServer
+from ha.store import StoreOptions
+
+log = logging.getLogger(__name__)
+
+# Room for a maximal value plus the rest of the request.
+MAX_MESSAGE_BYTES = MAX_VALUE_BYTES + (2 << 20)
+
+
+class ConfigError(Exception):
+    """The master cannot start as configured; the message says why."""
+
+
+@dataclass
+class MasterConfig:
+    member_id: str
+    data_dir: str
+    raft_address: str
+    grpc_address: str
+    # id -> raft address, including or not including this master.
+    peers: dict[str, str]
+    cluster_secret: str
+    metrics_address: str = ""
+    election_timeout_min: float = 0.35
+    election_timeout_max: float = 0.7
+    heartbeat_interval: float = 0.05
+    history_revisions: int = 50_000
+    extra_raft: dict[str, object] = field(default_factory=dict)
+
+    def raft_config(self) -> RaftConfig:
+        addresses = sorted(set(self.peers.values()) | {self.raft_address})
+        return RaftConfig(
+            self_address=self.raft_address,
+            peer_addresses=addresses,
+            password=self.cluster_secret,
+            data_dir=os.path.join(self.data_dir, "raft"),
+            election_timeout_min=self.election_timeout_min,
+            election_timeout_max=self.election_timeout_max,
+            heartbeat_interval=self.heartbeat_interval,
+            leader_fallback_timeout=max(1.0, self.election_timeout_max * 1.5),
+            **self.extra_raft,  # type: ignore[arg-type]
+        )
+
+    def store_options(self, grpc_address: str) -> StoreOptions:
+        members = dict(self.peers)
+        members[self.member_id] = self.raft_address
+        return StoreOptions(
+            member_id=self.member_id,
+            grpc_address=grpc_address,
+            initial_members=members,
+            history_revisions=self.history_revisions,
+        )
+
+
+def read_cluster_secret(path: str | None) -> str:
+    why = (
+        "Raft peers exchange pickled messages; without a shared secret anyone who can reach "
+        "the Raft port can run code on this master"
+    )
+    if not path:
+        raise ConfigError(f"--cluster-secret-file is required: {why}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the cluster secret {path}: {e.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"the cluster secret in {path} is shorter than 16 characters: {why}")
+    return secret
+
+
+async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    registry = CollectorRegistry()
+    store_server = StoreServer(config.raft_config(), config.store_options(config.grpc_address), registry)
+    grpc_server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    try:
+        port = grpc_server.add_insecure_port(config.grpc_address)
+    except RuntimeError as e:
+        raise ConfigError(f"cannot listen for gRPC on {config.grpc_address}: {e}") from None
+    try:
+        store = await store_server.start(loop)
+    except Exception as e:  # pysyncobj raises bare exceptions when it cannot bind
+        raise ConfigError(f"cannot start Raft on {config.raft_address}: {e!r}") from e
+    store_server.register(grpc_server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        grpc_server,
+    )
+    await grpc_server.start()
+    metrics_server = None
+    if config.metrics_address:
+        host, _, metrics_port = config.metrics_address.rpartition(":")
+        metrics_server, _thread = start_http_server(int(metrics_port), addr=host or "0.0.0.0", registry=registry)
+    log.info(
+        "master %s serving gRPC on %s (port %d), Raft on %s",
+        config.member_id,
+        config.grpc_address,
+        port,
+        config.raft_address,
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    health_task = loop.create_task(_report_health(store_server, health_servicer))
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("master %s stopping", config.member_id)
+        health_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health_task
+        await grpc_server.stop(grace=1.0)
+        await store_server.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        del store
+
+
+async def _report_health(store_server: StoreServer, servicer: health.aio.HealthServicer) -> None:
+    """SERVING while a leader is known; the store cannot commit without one."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    while True:
+        node = store_server.node
+        status = serving if node is not None and node.can_propose() else not_serving
+        for name in ("", *SERVICE_NAMES):
+            await servicer.set(name, status)
+        await asyncio.sleep(0.5)

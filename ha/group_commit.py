@@ -1,0 +1,225 @@
+"""Group commit: many store commands in one Raft log entry.
+
+A Raft round trip per write would bound throughput by latency. Instead,
+commands proposed on the event loop wait in a pending batch while earlier
+batches are in flight; when a batch completes, or the pending one is full,
+the pending commands go out together as one entry. At low load a command
+goes out at once (no linger), at high load batches grow by themselves.
+
+Linearizable reads share barriers the same way: every read waiting when a
+batch goes out is answered by one Barrier command in that batch, which
+proves everything committed before the reads began is applied here.
+
+Runs on one asyncio loop; the Raft thread reports completion through
+`call_soon_threadsafe`, once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ha.errors import NotCommitted, OutcomeUnknown, StoreError
+from ha.metrics import StoreMetrics
+from ha.raft_node import ProposalError
+from ha.storepb import internal_pb2
+
+BARRIER_COMMAND = internal_pb2.Command(barrier=internal_pb2.Barrier()).SerializeToString()
+
+Callback = Callable[[list[bytes] | None, ProposalError | None], None]
+
+
+class Proposer(Protocol):
+    def submit(self, commands: list[bytes], callback: Callback) -> None: ...
+
+    def can_propose(self) -> bool: ...
+
+
+@dataclass
+class _Batch:
+    commands: list[bytes]
+    futures: list[asyncio.Future[bytes]]
+    started: float
+    done: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class GroupCommitOptions:
+    max_commands: int = 1024
+    # Keep every entry well under RaftConfig.append_entries_max_bytes.
+    max_bytes: int = 1 << 20
+    max_in_flight: int = 2
+    # Seconds to wait for more commands before sending a batch (0: none).
+    linger: float = 0.0
+    # A proposal with no result after this long fails as OutcomeUnknown.
+    timeout: float = 5.0
+    # How often to look again for a leader while none can take proposals.
+    leader_poll: float = 0.01
+
+
+@dataclass
+class GroupCommitter:
+    proposer: Proposer
+    loop: asyncio.AbstractEventLoop
+    metrics: StoreMetrics
+    options: GroupCommitOptions = field(default_factory=GroupCommitOptions)
+
+    def __post_init__(self) -> None:
+        self._pending: list[tuple[bytes, asyncio.Future[bytes], float]] = []
+        self._pending_bytes = 0
+        self._barrier: asyncio.Future[bytes] | None = None
+        self._in_flight = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._closed = False
+
+    async def propose(self, command: bytes) -> bytes:
+        """The state machine's result for `command`, once applied here."""
+        fut = self._enqueue(command)
+        return await fut
+
+    async def barrier(self) -> None:
+        """Wait until everything committed before this call is applied here."""
+        if self._barrier is None or self._barrier.done():
+            self._barrier = self._enqueue(BARRIER_COMMAND)
+            self.metrics.read_barriers.inc()
+        await asyncio.shield(self._barrier)
+
+    def close(self) -> None:
+        self._closed = True
+        for _, fut, _ in self._pending:
+            if not fut.done():
+                fut.set_exception(NotCommitted("the store is shutting down"))
+        self._pending.clear()
+
+    def _enqueue(self, command: bytes) -> asyncio.Future[bytes]:
+        fut: asyncio.Future[bytes] = self.loop.create_future()
+        if self._closed:
+            fut.set_exception(NotCommitted("the store is shutting down"))
+            return fut
+        self._pending.append((command, fut, time.monotonic()))
+        self._pending_bytes += len(command)
+        self._schedule()
+        return fut
+
+    def _schedule(self, delay: float | None = None) -> None:
+        if self._flush_handle is not None or not self._pending:
+            return
+        full = (
+            len(self._pending) >= self.options.max_commands or self._pending_bytes >= self.options.max_bytes
+        )
+        if self._in_flight >= self.options.max_in_flight and not full:
+            return  # a completing batch will flush these
+        if delay is None:
+            delay = 0.0 if full else self.options.linger
+        if delay > 0:
+            self._flush_handle = self.loop.call_later(delay, self._flush)
+        else:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if not self._pending:
+            return
+        if not self.proposer.can_propose():
+            self._fail_expired_pending()
+            self._schedule(self.options.leader_poll)
+            return
+        commands: list[bytes] = []
+        futures: list[asyncio.Future[bytes]] = []
+        size = 0
+        taken = 0
+        for command, fut, _ in self._pending:
+            if commands and (
+                len(commands) >= self.options.max_commands or size + len(command) > self.options.max_bytes
+            ):
+                break
+            taken += 1
+            if fut.done():  # cancelled by its caller
+                continue
+            commands.append(command)
+            futures.append(fut)
+            size += len(command)
+        del self._pending[:taken]
+        self._pending_bytes -= size
+        if self._barrier is not None and self._barrier in futures:
+            self._barrier = None
+        if commands:
+            self._send(_Batch(commands, futures, time.monotonic()))
+        self._schedule()
+
+    def _send(self, batch: _Batch) -> None:
+        self._in_flight += 1
+        self.metrics.batch_size.observe(len(batch.commands))
+        batch.timer = self.loop.call_later(self.options.timeout, self._expire, batch)
+
+        def done(results: list[bytes] | None, error: ProposalError | None) -> None:
+            # On the Raft thread.
+            self.loop.call_soon_threadsafe(self._complete, batch, results, error)
+
+        try:
+            self.proposer.submit(batch.commands, done)
+        except Exception as e:  # the Raft queue refused it synchronously
+            self._complete(batch, None, ProposalError(-1, f"could not propose: {e}"))
+
+    def _complete(self, batch: _Batch, results: list[bytes] | None, error: ProposalError | None) -> None:
+        if batch.done:
+            return  # it timed out already
+        batch.done = True
+        if batch.timer is not None:
+            batch.timer.cancel()
+        self._in_flight -= 1
+        elapsed = time.monotonic() - batch.started
+        if error is None and results is not None and len(results) == len(batch.futures):
+            self.metrics.proposals_committed.inc(len(batch.futures))
+            for fut, result in zip(batch.futures, results, strict=True):
+                self.metrics.proposal_duration.observe(elapsed)
+                if not fut.done():
+                    fut.set_result(result)
+        else:
+            exc = _store_error(error)
+            self.metrics.proposals_failed.labels(type(exc).__name__).inc(len(batch.futures))
+            for fut in batch.futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+        self._schedule()
+
+    def _expire(self, batch: _Batch) -> None:
+        if batch.done:
+            return
+        batch.done = True
+        self._in_flight -= 1
+        self.metrics.proposals_failed.labels("Timeout").inc(len(batch.futures))
+        exc = OutcomeUnknown(f"no result within {self.options.timeout:g}s; the command may still be applied")
+        for fut in batch.futures:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._schedule()
+
+    def _fail_expired_pending(self) -> None:
+        """Commands that waited for a leader longer than the timeout fail;
+        they never left this master, so retrying them is safe."""
+        cutoff = time.monotonic() - self.options.timeout
+        keep = []
+        for item in self._pending:
+            command, fut, enqueued = item
+            if enqueued < cutoff:
+                self._pending_bytes -= len(command)
+                if not fut.done():
+                    fut.set_exception(NotCommitted("no leader could be reached"))
+                if fut is self._barrier:
+                    self._barrier = None
+            else:
+                keep.append(item)
+        self._pending = keep
+
+
+def _store_error(error: ProposalError | None) -> StoreError:
+    if error is None:
+        return OutcomeUnknown("the batch's results were lost")
+    if error.outcome_unknown:
+        return OutcomeUnknown(str(error))
+    return NotCommitted(f"not committed: {error}")

@@ -1,0 +1,211 @@
+"""The multi-version key space of the store (etcd's mvcc): every retained
+version of every key, the global revision, and the event history watches
+read from.
+
+It is pure data structure: no clock, no I/O, no locking (the state machine
+serialises access). It trusts its caller to have validated requests; it never
+raises on input the state machine let through.
+
+Layout: `_index` maps each key, in sorted order, to its versions oldest
+first. A version is a value or a tombstone left by a deletion. A key whose
+only retained version is a tombstone lingers until compaction removes it.
+`_events` holds one record per version newer than the compact revision, in
+(revision, sub) order, so a watch from revision R is a bisect and a scan.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from sortedcontainers import SortedDict
+
+from ha.keys import ALL_KEYS_FROM
+from ha.storepb.kv_pb2 import KeyValue
+
+
+class Version(NamedTuple):
+    revision: int
+    sub: int
+    # None for a tombstone.
+    kv: KeyValue | None
+
+
+class EventRecord(NamedTuple):
+    revision: int
+    sub: int
+    key: bytes
+    # None for a deletion.
+    kv: KeyValue | None
+    prev_kv: KeyValue | None
+
+
+def _version_revision(v: Version) -> int:
+    return v.revision
+
+
+def _event_revision(e: EventRecord) -> int:
+    return e.revision
+
+
+class KeySpace:
+    def __init__(self) -> None:
+        self._index: SortedDict = SortedDict()  # bytes -> list[Version]
+        self._events: list[EventRecord] = []
+        self.revision = 0
+        self.compact_revision = 0
+
+    # -- reads -------------------------------------------------------------
+
+    def _keys_in(self, key: bytes, range_end: bytes) -> Iterator[bytes]:
+        if not range_end:
+            if key in self._index:
+                yield key
+            return
+        if range_end == ALL_KEYS_FROM:
+            yield from self._index.irange(minimum=key)
+            return
+        yield from self._index.irange(minimum=key, maximum=range_end, inclusive=(True, False))
+
+    def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
+        """The live value of `key` at `revision` (0: now), or None."""
+        versions = self._index.get(key)
+        if not versions:
+            return None
+        return self._at(versions, revision)
+
+    @staticmethod
+    def _at(versions: list[Version], revision: int) -> KeyValue | None:
+        if revision <= 0:
+            return versions[-1].kv
+        i = bisect.bisect_right(versions, revision, key=_version_revision)
+        return versions[i - 1].kv if i else None
+
+    def range(
+        self, key: bytes, range_end: bytes, revision: int = 0, limit: int = 0, count_only: bool = False
+    ) -> tuple[list[KeyValue], int]:
+        """Live pairs in [key, range_end) at `revision`, at most `limit` of
+        them (0: all), and how many the whole range holds."""
+        kvs: list[KeyValue] = []
+        count = 0
+        index = self._index
+        for k in self._keys_in(key, range_end):
+            kv = self._at(index[k], revision)
+            if kv is None:
+                continue
+            count += 1
+            if not count_only and (limit <= 0 or len(kvs) < limit):
+                kvs.append(kv)
+        return kvs, count
+
+    def events_since(
+        self, start_revision: int, key: bytes, range_end: bytes, max_events: int = 1000
+    ) -> list[EventRecord]:
+        """Events at revisions >= start_revision touching [key, range_end),
+        in order. Stops after max_events, but never inside one revision."""
+        events = self._events
+        i = bisect.bisect_left(events, start_revision, key=_event_revision)
+        out: list[EventRecord] = []
+        single = not range_end
+        all_from = range_end == ALL_KEYS_FROM
+        n = len(events)
+        while i < n:
+            e = events[i]
+            if len(out) >= max_events and e.revision != out[-1].revision:
+                break
+            k = e.key
+            if (k == key) if single else (k >= key and (all_from or k < range_end)):
+                out.append(e)
+            i += 1
+        return out
+
+    def keys_count(self) -> int:
+        return len(self._index)
+
+    # -- writes ------------------------------------------------------------
+
+    def put(
+        self, key: bytes, value: bytes, lease: int, revision: int, sub: int
+    ) -> tuple[KeyValue, KeyValue | None]:
+        """Write `key` at (revision, sub); returns (new, previous live)."""
+        versions = self._index.get(key)
+        prev = versions[-1].kv if versions else None
+        if prev is None:
+            kv = KeyValue(
+                key=key, value=value, create_revision=revision, mod_revision=revision, version=1, lease=lease
+            )
+        else:
+            kv = KeyValue(
+                key=key,
+                value=value,
+                create_revision=prev.create_revision,
+                mod_revision=revision,
+                version=prev.version + 1,
+                lease=lease,
+            )
+        if versions is None:
+            self._index[key] = [Version(revision, sub, kv)]
+        else:
+            versions.append(Version(revision, sub, kv))
+        self._events.append(EventRecord(revision, sub, key, kv, prev))
+        return kv, prev
+
+    def delete(self, key: bytes, revision: int, sub: int) -> KeyValue | None:
+        """Delete `key` at (revision, sub) if it is live; returns what it held."""
+        versions = self._index.get(key)
+        if not versions or versions[-1].kv is None:
+            return None
+        prev = versions[-1].kv
+        versions.append(Version(revision, sub, None))
+        self._events.append(EventRecord(revision, sub, key, None, prev))
+        return prev
+
+    def live_keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
+        index = self._index
+        return [k for k in self._keys_in(key, range_end) if index[k][-1].kv is not None]
+
+    def compact(self, revision: int) -> None:
+        """Forget every version superseded at or before `revision`, and the
+        events up to it. Reads and watches before it become impossible."""
+        if revision <= self.compact_revision:
+            return
+        gone: list[bytes] = []
+        for k, versions in self._index.items():
+            if versions[0].revision > revision:
+                continue
+            i = bisect.bisect_right(versions, revision, key=_version_revision)
+            # versions[i-1] is the state of k at `revision`: keep it if live.
+            keep_from = i - 1 if versions[i - 1].kv is not None else i
+            if keep_from > 0:
+                del versions[:keep_from]
+            if not versions:
+                gone.append(k)
+        for k in gone:
+            del self._index[k]
+        cut = bisect.bisect_right(self._events, revision, key=_event_revision)
+        del self._events[:cut]
+        self.compact_revision = revision
+
+    # -- snapshots ----------------------------------------------------------
+
+    def items(self) -> Iterator[tuple[bytes, list[Version]]]:
+        """Every key and its retained versions, in key order."""
+        return iter(self._index.items())
+
+    def load(
+        self, revision: int, compact_revision: int, histories: list[tuple[bytes, list[Version]]]
+    ) -> None:
+        """Replace everything with the given histories (from a snapshot)."""
+        self._index = SortedDict(histories)
+        self.revision = revision
+        self.compact_revision = compact_revision
+        events: list[EventRecord] = []
+        for key, versions in histories:
+            prev: KeyValue | None = None
+            for v in versions:
+                if v.revision > compact_revision:
+                    events.append(EventRecord(v.revision, v.sub, key, v.kv, prev))
+                prev = v.kv
+        events.sort(key=lambda e: (e.revision, e.sub))
+        self._events = events

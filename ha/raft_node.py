@@ -1,0 +1,708 @@
+"""One master's Raft member: pysyncobj 0.3.17, corrected, driving the store's
+state machine. The only module of raftkube that imports pysyncobj; its
+camelCase, name-mangled habits stay in here.
+
+What this module adds to pysyncobj:
+- One replicated method, `apply_commands(list[bytes]) -> list[bytes]`, that
+  hands each command to StateMachine.apply. pysyncobj numbers replicated
+  methods by sorted name, so there is exactly one and it is never renamed.
+- Its own tick thread (pysyncobj's autoTick is off), so calls that must run
+  on the Raft thread (status, leadership transfer) are queued to it, and the
+  applied index is reported once per tick.
+- A snapshot file of its own (`SnapshotFile`): the state machine's snapshot
+  is captured in the tick thread and written in the background, with a
+  header that says which log entry it covers.
+- Corrections of defects of 0.3.17 measured under faults (see
+  ../shared/notes/pysyncobj.md); each can be switched off, for the tests
+  that show it is needed:
+  1. COMMIT_ON_UNVERIFIED_LOG: an append_entries without prevLogIdx (a
+     snapshot chunk, or "still serializing") is no consistency check; it
+     must not raise the commit index over the follower's own, possibly
+     stale, log.
+  2. STALE_SUCCESS_NEXT_INDEX: a late success reply never moves a
+     follower's nextIndex backwards.
+  3. CONFLICT_TRUNCATION: on a prevLogTerm mismatch the follower drops the
+     conflicting entry and all after it at once (when not committed or
+     applied), instead of answering with a reset that later pipelined
+     replies overwrite forever.
+  4. STALE_SNAPSHOT_INSTALL: a snapshot whose last index is not beyond the
+     follower's applied index is refused.
+  5. COMPACTION_INSTALL_RACE: a compaction that began before a snapshot was
+     installed is abandoned: its file never replaces the installed one and
+     the log is never cut by it (and never cut past its end).
+  6. CHUNKED_SEND: entries of 64 KiB and more are sent in chunks whose
+     'finish' marker pysyncobj computes from the raw, not the pickled,
+     length; the follower keeps collecting until the data is whole.
+- Peers exchange pickles with protocol 5 instead of 2, which pickled bytes
+  1.5x larger and cost 5x the CPU (the notes measured it).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import pickle
+import queue
+import struct
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import pysyncobj.pickle as pso_pickle
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
+from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.syncobj import _RAFT_STATE
+from pysyncobj.transport import TCPTransport
+from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
+
+from ha.state_machine import StateMachine
+
+log = logging.getLogger(__name__)
+
+# The corrections below are written against this exact release.
+SUPPORTED_PYSYNCOBJ = "0.3.17"
+if PYSYNCOBJ_VERSION != SUPPORTED_PYSYNCOBJ:
+    raise ImportError(
+        f"ha.raft_node corrects pysyncobj {SUPPORTED_PYSYNCOBJ}, found {PYSYNCOBJ_VERSION}: "
+        "re-check every correction against the new release before changing the pin"
+    )
+
+# pysyncobj pickles every peer message and log entry with its module-level
+# protocol (2). Protocol 5 writes bytes as they are.
+setattr(pso_pickle, "__protocol", pickle.HIGHEST_PROTOCOL if pickle.HIGHEST_PROTOCOL >= 5 else 4)
+
+
+class Correction(enum.Enum):
+    COMMIT_ON_UNVERIFIED_LOG = 1
+    STALE_SUCCESS_NEXT_INDEX = 2
+    CONFLICT_TRUNCATION = 3
+    STALE_SNAPSHOT_INSTALL = 4
+    COMPACTION_INSTALL_RACE = 5
+    CHUNKED_SEND = 6
+
+
+ALL_CORRECTIONS = frozenset(Correction)
+
+
+class ProposalError(Exception):
+    """A batch of commands was not applied, or may not have been."""
+
+    def __init__(self, reason: int, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """True when the commands may still have been (or be) applied."""
+        return self.reason in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME)
+
+
+_FAIL_TEXT = {
+    FAIL_REASON.QUEUE_FULL: "the Raft command queue is full",
+    FAIL_REASON.MISSING_LEADER: "no leader is known",
+    FAIL_REASON.DISCARDED: "discarded: a new leader replaced the entry",
+    FAIL_REASON.NOT_LEADER: "the master it was forwarded to is not the leader",
+    FAIL_REASON.LEADER_CHANGED: "the leader changed before the outcome was known",
+    FAIL_REASON.REQUEST_DENIED: "request denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: "the outcome is unknown",
+}
+
+
+def proposal_error(reason: int) -> ProposalError:
+    return ProposalError(reason, _FAIL_TEXT.get(reason, f"failed ({reason})"))
+
+
+@dataclass
+class RaftConfig:
+    """How one member runs. Durations are in seconds."""
+
+    self_address: str
+    peer_addresses: list[str]
+    password: str
+    data_dir: str
+    election_timeout_min: float = 0.35
+    election_timeout_max: float = 0.7
+    heartbeat_interval: float = 0.05
+    # A leader that heard from no majority for this long steps down.
+    leader_fallback_timeout: float = 1.0
+    connection_timeout: float = 3.5
+    connection_retry: float = 0.3
+    log_compaction_min_entries: int = 5000
+    log_compaction_min_time: float = 300.0
+    snapshot_chunk_bytes: int = 1 << 20
+    # Above the largest command the proposer sends, so pysyncobj's chunked
+    # path (correction 6) is only a fallback.
+    append_entries_max_bytes: int = 4 << 20
+    tick_wait: float = 0.02
+    corrections: frozenset[Correction] = ALL_CORRECTIONS
+    # Tests run members by hand (no thread); see RaftNode.tick.
+    manual_tick: bool = False
+    transport_class: type = TCPTransport
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def syncobj_conf(self) -> SyncObjConf:
+        return SyncObjConf(
+            password=self.password,
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=self.append_entries_max_bytes,
+            raftMinTimeout=self.election_timeout_min,
+            raftMaxTimeout=self.election_timeout_max,
+            appendEntriesPeriod=self.heartbeat_interval,
+            leaderFallbackTimeout=self.leader_fallback_timeout,
+            connectionTimeout=self.connection_timeout,
+            connectionRetryTime=self.connection_retry,
+            journalFile=os.path.join(self.data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(self.data_dir, "raft.snapshot"),
+            logCompactionMinEntries=self.log_compaction_min_entries,
+            logCompactionMinTime=self.log_compaction_min_time,
+            logCompactionBatchSize=self.snapshot_chunk_bytes,
+            dynamicMembershipChange=True,
+            commandsWaitLeader=True,
+            bindAddress=self.self_address,
+            bindRetryTime=0.2,
+            maxBindRetries=5,
+            **self.extra,
+        )
+
+
+# -- snapshot file -----------------------------------------------------------
+
+_MAGIC = b"RKSNAP1\n"
+_HEADER = struct.Struct(">II")  # header length, reserved
+
+
+class SnapshotFile:
+    """pysyncobj's Serializer interface over raftkube's snapshot file.
+
+    File: magic, header length, a pickled header (last entry, the entry
+    before it, cluster addresses), the state machine's snapshot, and a
+    SHA-256 of everything before it. The header is read without the state,
+    to refuse a stale snapshot before installing it (correction 4).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        state_machine: StateMachine,
+        chunk_bytes: int,
+        applied_index: Callable[[], int],
+        corrections: frozenset[Correction],
+    ):
+        self._path = path
+        self._sm = state_machine
+        self._chunk = chunk_bytes
+        self._applied_index = applied_index
+        self._corrections = corrections
+        self._lock = threading.Lock()
+        # Bumped by every install; a compaction of an older generation is void.
+        self._generation = 0
+        self._job: _CompactionJob | None = None
+        self._transmissions: dict[Any, Any] = {}
+        self._incoming: Any = None
+        self._incoming_path = path + ".incoming"
+        self.installs_refused = 0
+
+    # Compaction (leader and followers alike).
+
+    def serialize(self, data: tuple[Any, Any, Any, Any], entry_id: int) -> None:
+        if self._job is not None:
+            return
+        _, last_entry, prev_entry, cluster = data
+        addresses = sorted(node.id for node in cluster)
+        header = pickle.dumps((last_entry, prev_entry, addresses), protocol=5)
+        state = self._sm.snapshot()  # captured here, at exactly last_entry
+        job = _CompactionJob(entry_id, self._generation)
+        self._job = job
+        thread = threading.Thread(
+            target=self._write, args=(job, header, state), name="raft-snapshot-writer", daemon=True
+        )
+        thread.start()
+
+    def _write(self, job: _CompactionJob, header: bytes, state: bytes) -> None:
+        tmp = f"{self._path}.compaction.{os.getpid()}.tmp"
+        try:
+            _write_snapshot(tmp, header, state)
+            with self._lock:
+                void = (
+                    Correction.COMPACTION_INSTALL_RACE in self._corrections
+                    and job.generation != self._generation
+                )
+                if void:
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, self._path)
+            job.result = SERIALIZER_STATE.FAILED if void else SERIALIZER_STATE.SUCCESS
+        except Exception:
+            log.exception("writing the snapshot file failed")
+            job.result = SERIALIZER_STATE.FAILED
+
+    def checkSerializing(self) -> tuple[int, int | None]:
+        job = self._job
+        if job is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING, None
+        if job.result is None:
+            return SERIALIZER_STATE.SERIALIZING, job.entry_id
+        self._job = None
+        if job.result == SERIALIZER_STATE.SUCCESS:
+            self._drop_transmissions()
+        return job.result, job.entry_id
+
+    def deserialize(self) -> tuple[None, Any, Any, list[str]]:
+        """Restore the state machine from the file; pysyncobj gets the log
+        position it covers (the state itself it must not touch: None)."""
+        header, state = _read_snapshot(self._path)
+        last_entry, prev_entry, addresses = header
+        self._sm.restore(state)
+        return None, last_entry, prev_entry, addresses
+
+    # Sending to a follower that is too far behind (leader).
+
+    def getTransmissionData(self, node: Any) -> Any:
+        if self._job is not None:
+            return None  # still serializing: the file is about to change
+        t = self._transmissions.get(node)
+        if t is None:
+            try:
+                t = self._transmissions[node] = [open(self._path, "rb"), True]  # noqa: SIM115 - kept open across chunks
+            except OSError:
+                log.warning("no snapshot file to send to %s", node)
+                return None
+        f, first = t
+        data = f.read(self._chunk)
+        t[1] = False
+        last = not data
+        if last:
+            f.close()
+            del self._transmissions[node]
+        return data, first, last
+
+    def cancelTransmisstion(self, node: Any) -> None:
+        t = self._transmissions.pop(node, None)
+        if t is not None:
+            t[0].close()
+
+    def _drop_transmissions(self) -> None:
+        for f, _ in self._transmissions.values():
+            f.close()
+        self._transmissions.clear()
+
+    # Receiving one (follower).
+
+    def setTransmissionData(self, data: Any) -> bool:
+        """Take a chunk; True once a whole snapshot is in place to load."""
+        if data is None:
+            return False
+        chunk, first, last = data
+        if first:
+            if self._incoming is not None:
+                self._incoming.close()
+            self._incoming = open(self._incoming_path, "wb")  # noqa: SIM115 - kept open across chunks
+        elif self._incoming is None:
+            return False
+        self._incoming.write(chunk)
+        if not last:
+            return False
+        f, self._incoming = self._incoming, None
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        try:
+            header, _ = _read_snapshot(self._incoming_path, header_only=True)
+        except (OSError, ValueError) as e:
+            log.error("received a damaged snapshot: %s", e)
+            return False
+        snapshot_index = header[0][1]
+        applied = self._applied_index()
+        if Correction.STALE_SNAPSHOT_INSTALL in self._corrections and snapshot_index <= applied:
+            log.warning(
+                "refused a snapshot at index %d: already applied up to %d", snapshot_index, applied
+            )
+            self.installs_refused += 1
+            os.unlink(self._incoming_path)
+            return False
+        with self._lock:
+            self._generation += 1
+            os.replace(self._incoming_path, self._path)
+        _fsync_dir(self._path)
+        return True
+
+
+@dataclass
+class _CompactionJob:
+    entry_id: int
+    generation: int
+    result: int | None = None
+
+
+def _write_snapshot(path: str, header: bytes, state: bytes) -> None:
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for part in (_MAGIC, _HEADER.pack(len(header), 0), header, state):
+            digest.update(part)
+            f.write(part)
+        f.write(digest.digest())
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(path)
+
+
+def _read_snapshot(path: str, header_only: bool = False) -> tuple[Any, bytes]:
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + _HEADER.size + 32:
+        raise ValueError(f"{path} is not a raftkube snapshot")
+    body, digest = data[:-32], data[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ValueError(f"{path}: checksum mismatch")
+    offset = len(_MAGIC)
+    (header_len, _) = _HEADER.unpack_from(body, offset)
+    offset += _HEADER.size
+    header = pickle.loads(body[offset : offset + header_len])
+    if header_only:
+        return header, b""
+    return header, body[offset + header_len :]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- the node ------------------------------------------------------------------
+
+ROLE_NAMES = {
+    _RAFT_STATE.FOLLOWER: "follower",
+    _RAFT_STATE.CANDIDATE: "candidate",
+    _RAFT_STATE.LEADER: "leader",
+}
+
+ApplyCallback = Callable[[list[bytes] | None, ProposalError | None], None]
+
+
+class RaftNode(SyncObj):
+    def __init__(
+        self,
+        config: RaftConfig,
+        state_machine: StateMachine,
+        on_applied: Callable[[int], None] | None = None,
+        on_role_change: Callable[[str], None] | None = None,
+        on_batch_applied: Callable[[int, float], None] | None = None,
+    ):
+        if not config.password:
+            raise ValueError("a cluster secret is required: peers exchange pickles, which run code")
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.config = config
+        self.state_machine = state_machine
+        self.corrections = config.corrections
+        self._on_applied = on_applied
+        self._on_role_change = on_role_change
+        self._on_batch_applied = on_batch_applied
+        conf = config.syncobj_conf()
+        conf.onStateChanged = self._state_changed
+        peers = [a for a in config.peer_addresses if a != config.self_address]
+        super().__init__(config.self_address, peers, conf, transportClass=config.transport_class)
+        # Safe: with autoTick off nothing has ticked yet.
+        self._SyncObj__serializer = SnapshotFile(
+            conf.fullDumpFile,
+            state_machine,
+            config.snapshot_chunk_bytes,
+            lambda: self._SyncObj__raftLastApplied,
+            config.corrections,
+        )
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._wakeup = PipeNotifier(self._poller)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reported_applied = 0
+        self.leader_changes = 0
+        self.tick_errors = 0
+        if not config.manual_tick:
+            self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
+            self._thread.start()
+
+    # -- the replicated method -------------------------------------------------
+
+    @replicated
+    def apply_commands(self, commands: list[bytes]) -> list[bytes]:
+        # Never raises: StateMachine.apply does not, and a malformed entry
+        # (not a list of bytes) is answered here.
+        started = time.perf_counter()
+        apply = self.state_machine.apply
+        try:
+            results = [apply(c) for c in commands]
+        except TypeError:
+            log.error("skipped a malformed log entry")
+            results = []
+        if self._on_batch_applied is not None:
+            self._on_batch_applied(len(commands), time.perf_counter() - started)
+        return results
+
+    def submit(self, commands: list[bytes], callback: ApplyCallback) -> None:
+        """Propose a batch; `callback(results, None)` or `(None, error)`
+        runs on the Raft thread once the batch is applied here, or failed."""
+
+        def done(results: Any, err: int) -> None:
+            if err == FAIL_REASON.SUCCESS:
+                callback(results, None)
+            else:
+                callback(None, proposal_error(err))
+
+        self.apply_commands(commands, callback=done)
+
+    # -- the tick thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.tick(self.config.tick_wait)
+        self._doDestroy()
+
+    def tick(self, wait: float = 0.0) -> None:
+        """One round of Raft work; waits up to `wait` for network events."""
+        try:
+            self._run_calls()
+            self.doTick(wait)
+            self._run_calls()
+        except Exception:
+            # pysyncobj raises from inside message handlers (bad frames,
+            # truncated pickles): log, count, and keep the node ticking.
+            self.tick_errors += 1
+            log.exception("Raft tick failed")
+        applied = self._SyncObj__raftLastApplied
+        if applied != self._reported_applied:
+            self._reported_applied = applied
+            if self._on_applied is not None:
+                self._on_applied(applied)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except Exception as e:
+                fut.set_exception(e)
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run `fn` on the Raft thread (where pysyncobj's state may be read)."""
+        fut: Future[Any] = Future()
+        self._calls.put((fn, fut))
+        if self.config.manual_tick:
+            return fut
+        try:
+            self._wakeup.notify()
+        except BlockingIOError:
+            pass  # the pipe is full of wakeups already
+        return fut
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        else:
+            self._doDestroy()
+
+    def _state_changed(self, old: int, new: int) -> None:
+        if new == _RAFT_STATE.LEADER or old == _RAFT_STATE.LEADER:
+            self.leader_changes += 1
+        if self._on_role_change is not None:
+            self._on_role_change(ROLE_NAMES.get(new, "unknown"))
+
+    # -- what the store reads (plain attribute reads are safe off-thread) ------
+
+    @property
+    def address(self) -> str:
+        return self.config.self_address
+
+    @property
+    def is_leader(self) -> bool:
+        return self._SyncObj__raftState == _RAFT_STATE.LEADER
+
+    @property
+    def role(self) -> str:
+        return ROLE_NAMES.get(self._SyncObj__raftState, "unknown")
+
+    @property
+    def term(self) -> int:
+        return int(self._SyncObj__raftCurrentTerm)
+
+    @property
+    def commit_index(self) -> int:
+        return int(self._SyncObj__raftCommitIndex)
+
+    @property
+    def applied_index(self) -> int:
+        return int(self._SyncObj__raftLastApplied)
+
+    @property
+    def leader_address(self) -> str | None:
+        leader = self._SyncObj__raftLeader
+        return leader.id if leader is not None else None
+
+    def can_propose(self) -> bool:
+        """A leader is known and reachable: a proposal made now will not be
+        forwarded into a connection that is already gone."""
+        leader = self._SyncObj__raftLeader
+        if leader is None:
+            return False
+        return bool(leader == self._SyncObj__selfNode or leader in self._SyncObj__connectedNodes)
+
+    def raft_status(self) -> dict[str, Any]:
+        """Run on the Raft thread (via `call`)."""
+        self_node = self._SyncObj__selfNode
+        others = self._SyncObj__otherNodes
+        connected = self._SyncObj__connectedNodes
+        leader = self.is_leader
+        peers = [
+            {
+                "address": n.id,
+                "connected": n in connected,
+                "match_index": self._SyncObj__raftMatchIndex.get(n, 0) if leader else 0,
+                "next_index": self._SyncObj__raftNextIndex.get(n, 0) if leader else 0,
+            }
+            for n in sorted(others, key=lambda n: n.id)
+        ]
+        return {
+            "address": self_node.id,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader_address,
+            "commit_index": self.commit_index,
+            "applied_index": self.applied_index,
+            "has_quorum": self.hasQuorum,
+            "quorum_size": (len(others) + 1) // 2 + 1,
+            "peers": peers,
+            "log_entries": len(self._SyncObj__raftLog),
+            "ready": self.isReady(),
+        }
+
+    # -- membership and leadership (callbacks run on the Raft thread) ----------
+
+    def add_member(self, address: str, callback: Callable[[ProposalError | None], None]) -> None:
+        self.addNodeToCluster(address, callback=_membership_done(callback))
+
+    def remove_member(self, address: str, callback: Callable[[ProposalError | None], None]) -> None:
+        self.removeNodeFromCluster(address, callback=_membership_done(callback))
+
+    def transfer_leadership(self, address: str | None) -> Future[Any]:
+        result: Future[Any] = Future()
+
+        def start() -> None:
+            self.transferLeadership(address, callback=_membership_done(result.set_result))
+
+        self.call(start)
+        return result
+
+    def member_addresses(self) -> list[str]:
+        """Raft's own view of the voting members (run on the Raft thread)."""
+        return sorted([self._SyncObj__selfNode.id] + [n.id for n in self._SyncObj__otherNodes])
+
+    # -- corrections -------------------------------------------------------------
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        original = SyncObj._SyncObj__onMessageReceived
+        if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+            self._on_append_entries(node, message, original)
+        elif kind == "next_node_idx" and self.is_leader:
+            self._on_next_node_idx(node, message, original)
+        else:
+            original(self, node, message)
+
+    def _on_append_entries(self, node: Any, message: dict[str, Any], original: Callable[..., None]) -> None:
+        corrections = self.corrections
+        verified = "prevLogIdx" in message
+        if verified:
+            if Correction.CONFLICT_TRUNCATION in corrections:
+                self._drop_conflicting_entries(message)
+            if Correction.CHUNKED_SEND in corrections and message.get("transmission") == "finish":
+                self._hold_incomplete_finish(message)
+        commit_before = self._SyncObj__raftCommitIndex
+        applied_before = self._SyncObj__raftLastApplied
+        original(self, node, message)
+        if verified:
+            return
+        applied = self._SyncObj__raftLastApplied
+        if Correction.COMMIT_ON_UNVERIFIED_LOG in corrections:
+            # Nothing in this message vouched for our log: the commit index
+            # may cover only what it covered before, or an installed snapshot.
+            allowed = max(min(commit_before, self._SyncObj__getCurrentLogIndex()), applied)
+            if self._SyncObj__raftCommitIndex > allowed:
+                self._SyncObj__raftCommitIndex = allowed
+                self._SyncObj__raftLog.setRaftCommitIndex(allowed)
+        if applied > applied_before:
+            self._fail_superseded_waiters(applied)
+
+    def _drop_conflicting_entries(self, message: dict[str, Any]) -> None:
+        prev_idx = message["prevLogIdx"]
+        if prev_idx is None:
+            return
+        entries = self._SyncObj__getEntries(prev_idx)
+        if not entries or entries[0][2] == message["prevLogTerm"]:
+            return
+        if prev_idx <= self._SyncObj__raftCommitIndex or prev_idx <= self._SyncObj__raftLastApplied:
+            return  # never drop what is committed; pysyncobj answers a reset
+        if self._SyncObj__conf.dynamicMembershipChange:
+            for entry in reversed(entries):
+                change = self._SyncObj__parseChangeClusterRequest(entry[0])
+                if change is not None:
+                    self._SyncObj__doChangeCluster(change, reverse=True)
+        self._SyncObj__deleteEntriesFrom(prev_idx)
+
+    def _hold_incomplete_finish(self, message: dict[str, Any]) -> None:
+        received = self._SyncObj__recvTransmission or b""
+        try:
+            pso_pickle.loads(received + message["data"])
+        except Exception:
+            # Not whole yet: pysyncobj marked a middle chunk as the last one.
+            message["transmission"] = "process"
+
+    def _on_next_node_idx(self, node: Any, message: dict[str, Any], original: Callable[..., None]) -> None:
+        before = self._SyncObj__raftNextIndex.get(node)
+        original(self, node, message)
+        if (
+            Correction.STALE_SUCCESS_NEXT_INDEX in self.corrections
+            and message.get("success")
+            and not message.get("reset")
+            and before is not None
+            and self._SyncObj__raftNextIndex.get(node, before) < before
+        ):
+            self._SyncObj__raftNextIndex[node] = before
+
+    def _fail_superseded_waiters(self, applied: int) -> None:
+        """A snapshot replaced entries that local proposers wait on: pysyncobj
+        would leave them waiting forever. Their outcome is unknown."""
+        waiting = self._SyncObj__commandsWaitingCommit
+        for idx in sorted(i for i in waiting if i <= applied):
+            for _, callback in waiting.pop(idx):
+                callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
+
+    def _SyncObj__deleteEntriesTo(self, to_idx: int) -> None:
+        if (
+            Correction.COMPACTION_INSTALL_RACE in self.corrections
+            and to_idx > self._SyncObj__getCurrentLogIndex()
+        ):
+            log.warning("refused to compact the log to %d, past its end", to_idx)
+            return
+        SyncObj._SyncObj__deleteEntriesTo(self, to_idx)
+
+
+def _membership_done(callback: Callable[[Any], None]) -> Callable[[Any, int], None]:
+    def done(_: Any, err: int) -> None:
+        callback(None if err == FAIL_REASON.SUCCESS else proposal_error(err))
+
+    return done
+
