@@ -178,9 +178,11 @@ class StoreClient:
         return self._cluster("TransferLeadership", request, False)
 
     def leader_endpoint(self) -> str | None:
-        """The gRPC address of the current leader, as the members report it."""
-        status = self.status()
-        for member in self.member_list().members:
-            if member.id == status.leader_id and member.grpc_address:
-                return member.grpc_address
+        """The endpoint (of those this client knows) that leads, if any."""
+        for endpoint in self.endpoints:
+            try:
+                if self.status(endpoint).role == "leader":
+                    return endpoint
+            except grpc.RpcError:
+                continue
         return None

@@ -65,28 +65,28 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             self._channels[address] = grpc.aio.insecure_channel(address)
         return self._channels[address]
 
-    async def Status(self, request: cluster_pb2.StatusRequest, context: Any) -> cluster_pb2.StatusResponse:  # noqa: N802
+    async def Status(self, request: cluster_pb2.StatusRequest, context: Any) -> cluster_pb2.StatusResponse:
         return await self._serve(context, lambda _: self.store.status(), request)
 
-    async def MemberList(  # noqa: N802
+    async def MemberList(
         self, request: cluster_pb2.MemberListRequest, context: Any
     ) -> cluster_pb2.MemberListResponse:
         return await self._serve(context, lambda _: self.store.member_list(), request)
 
-    async def MemberAdd(  # noqa: N802
+    async def MemberAdd(
         self, request: cluster_pb2.MemberAddRequest, context: Any
     ) -> cluster_pb2.MemberAddResponse:
         return await self._serve(context, self.store.member_add, request)
 
-    async def MemberRemove(  # noqa: N802
+    async def MemberRemove(
         self, request: cluster_pb2.MemberRemoveRequest, context: Any
     ) -> cluster_pb2.MemberRemoveResponse:
         return await self._serve(context, self.store.member_remove, request, forward="MemberRemove")
 
-    async def TransferLeadership(  # noqa: N802
+    async def TransferLeadership(
         self, request: cluster_pb2.TransferLeadershipRequest, context: Any
     ) -> cluster_pb2.TransferLeadershipResponse:
         return await self._serve(context, self.store.transfer_leadership, request, forward="TransferLeadership")
 
-    async def HashKV(self, request: cluster_pb2.HashKVRequest, context: Any) -> cluster_pb2.HashKVResponse:  # noqa: N802
+    async def HashKV(self, request: cluster_pb2.HashKVRequest, context: Any) -> cluster_pb2.HashKVResponse:
         return await self._serve(context, lambda _: self.store.hash_kv(), request)

@@ -1,17 +1,21 @@
 """Group commit: many store commands in one Raft log entry.
 
-A Raft round trip per write would bound throughput by latency. Instead,
-commands proposed on the event loop wait in a pending batch while earlier
-batches are in flight; when a batch completes, or the pending one is full,
-the pending commands go out together as one entry. At low load a command
-goes out at once (no linger), at high load batches grow by themselves.
+A Raft round trip per write would bound throughput by latency, and every
+log entry costs a fixed amount of work (messages, syscalls, ticks) however
+few commands it carries. So commands proposed on the event loop wait in a
+pending batch while the previous one is in flight, and then a little longer:
+the clients just answered send their next commands within a client round
+trip. The committer expects as many commands as were outstanding at most
+(pending plus in flight) during the last round, that is, about the number
+of concurrent clients, and sends as soon as that many are pending, or after
+`max_linger`, whichever comes first. With one client a command goes out at
+once; with N, batches carry about N.
 
 Linearizable reads share barriers the same way: every read waiting when a
 batch goes out is answered by one Barrier command in that batch, which
 proves everything committed before the reads began is applied here.
 
-Runs on one asyncio loop; the Raft thread reports completion through
-`call_soon_threadsafe`, once per batch.
+Runs on the event loop the Raft node runs on; completions arrive on it too.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ class GroupCommitOptions:
     # Keep every entry well under RaftConfig.append_entries_max_bytes.
     max_bytes: int = 1 << 20
     max_in_flight: int = 2
-    # Seconds to wait for more commands before sending a batch (0: none).
-    linger: float = 0.0
+    # Longest wait for the expected commands before sending a batch.
+    max_linger: float = 0.01
     # A proposal with no result after this long fails as OutcomeUnknown.
     timeout: float = 5.0
     # How often to look again for a leader while none can take proposals.
@@ -74,6 +78,12 @@ class GroupCommitter:
         self._barrier: asyncio.Future[bytes] | None = None
         self._in_flight = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._flush_at = 0.0
+        # How many commands to wait for before sending: the most that were
+        # outstanding (pending + in flight) during the last round.
+        self._expected = 1
+        self._peak = 0
+        self._in_flight_commands = 0
         self._closed = False
 
     async def propose(self, command: bytes) -> bytes:
@@ -102,11 +112,12 @@ class GroupCommitter:
             return fut
         self._pending.append((command, fut, time.monotonic()))
         self._pending_bytes += len(command)
+        self._peak = max(self._peak, len(self._pending) + self._in_flight_commands)
         self._schedule()
         return fut
 
     def _schedule(self, delay: float | None = None) -> None:
-        if self._flush_handle is not None or not self._pending:
+        if not self._pending:
             return
         full = (
             len(self._pending) >= self.options.max_commands or self._pending_bytes >= self.options.max_bytes
@@ -114,9 +125,16 @@ class GroupCommitter:
         if self._in_flight >= self.options.max_in_flight and not full:
             return  # a completing batch will flush these
         if delay is None:
-            delay = 0.0 if full else self.options.linger
+            ready = full or len(self._pending) >= self._expected
+            delay = 0.0 if ready else self.options.max_linger
+        when = self.loop.time() + delay
+        if self._flush_handle is not None:
+            if when >= self._flush_at:
+                return
+            self._flush_handle.cancel()
+        self._flush_at = when
         if delay > 0:
-            self._flush_handle = self.loop.call_later(delay, self._flush)
+            self._flush_handle = self.loop.call_at(when, self._flush)
         else:
             self._flush_handle = self.loop.call_soon(self._flush)
 
@@ -138,30 +156,34 @@ class GroupCommitter:
             ):
                 break
             taken += 1
+            self._pending_bytes -= len(command)
             if fut.done():  # cancelled by its caller
                 continue
             commands.append(command)
             futures.append(fut)
             size += len(command)
         del self._pending[:taken]
-        self._pending_bytes -= size
         if self._barrier is not None and self._barrier in futures:
             self._barrier = None
         if commands:
             self._send(_Batch(commands, futures, time.monotonic()))
         self._schedule()
 
+    def _end_round(self, batch: _Batch) -> None:
+        self._in_flight -= 1
+        self._in_flight_commands -= len(batch.futures)
+        self._expected = max(1, min(self._peak, self.options.max_commands))
+        # Forget slowly: a round sees only part of the clients' cycle.
+        self._peak = max(len(self._pending) + self._in_flight_commands, self._peak * 7 // 8)
+
     def _send(self, batch: _Batch) -> None:
         self._in_flight += 1
+        self._in_flight_commands += len(batch.futures)
         self.metrics.batch_size.observe(len(batch.commands))
         batch.timer = self.loop.call_later(self.options.timeout, self._expire, batch)
 
-        def done(results: list[bytes] | None, error: ProposalError | None) -> None:
-            # On the Raft thread.
-            self.loop.call_soon_threadsafe(self._complete, batch, results, error)
-
         try:
-            self.proposer.submit(batch.commands, done)
+            self.proposer.submit(batch.commands, lambda results, error: self._complete(batch, results, error))
         except Exception as e:  # the Raft queue refused it synchronously
             self._complete(batch, None, ProposalError(-1, f"could not propose: {e}"))
 
@@ -171,7 +193,7 @@ class GroupCommitter:
         batch.done = True
         if batch.timer is not None:
             batch.timer.cancel()
-        self._in_flight -= 1
+        self._end_round(batch)
         elapsed = time.monotonic() - batch.started
         if error is None and results is not None and len(results) == len(batch.futures):
             self.metrics.proposals_committed.inc(len(batch.futures))
@@ -191,7 +213,7 @@ class GroupCommitter:
         if batch.done:
             return
         batch.done = True
-        self._in_flight -= 1
+        self._end_round(batch)
         self.metrics.proposals_failed.labels("Timeout").inc(len(batch.futures))
         exc = OutcomeUnknown(f"no result within {self.options.timeout:g}s; the command may still be applied")
         for fut in batch.futures:

@@ -54,7 +54,12 @@ class StoreServer:
             metrics.apply_duration.observe(seconds)
 
         self.node = RaftNode(
-            self.raft_config, self.state_machine, on_applied=applied, on_role_change=role, on_batch_applied=batch
+            self.raft_config,
+            self.state_machine,
+            loop,
+            on_applied=applied,
+            on_role_change=role,
+            on_batch_applied=batch,
         )
         self.store = Store(self.node, self.state_machine, self.options, metrics, loop)
         self.registry.register(StoreCollector(self.store.gauges))
@@ -73,4 +78,4 @@ class StoreServer:
         if self._cluster_service is not None:
             await self._cluster_service.close()
         if self.node is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.node.stop)
+            self.node.stop()

@@ -258,6 +258,9 @@ class StateMachine:
         resp.header.revision = self._finish_write()
         return resp
 
+    def _done(self) -> internal_pb2.CommandResult:
+        return internal_pb2.CommandResult(done=kv_pb2.ResponseHeader(revision=self._finish_write()))
+
     def _validate_put(self, req: kv_pb2.PutRequest) -> None:
         """The checks of a put that need state (check_put ran already)."""
         if req.lease and not req.ignore_lease and req.lease not in self._leases:
@@ -429,10 +432,10 @@ class StateMachine:
     def _apply_lease_tick(self, req: internal_pb2.LeaseTick) -> internal_pb2.CommandResult:
         for lease in self._leases.tick(req.now_ms, req.promote):
             self._revoke(lease)
-        return internal_pb2.CommandResult(done=self._header(kv_pb2.ResponseHeader()))
+        return self._done()
 
     def _apply_barrier(self, req: internal_pb2.Barrier) -> internal_pb2.CommandResult:
-        return internal_pb2.CommandResult(done=self._header(kv_pb2.ResponseHeader()))
+        return self._done()
 
     def _apply_member_set(self, req: cluster_pb2.Member) -> internal_pb2.CommandResult:
         if not req.id or not req.raft_address:
@@ -445,11 +448,11 @@ class StateMachine:
         member = cluster_pb2.Member()
         member.CopyFrom(req)
         self._members[req.id] = member
-        return internal_pb2.CommandResult(done=self._header(kv_pb2.ResponseHeader()))
+        return self._done()
 
     def _apply_member_remove(self, req: cluster_pb2.MemberRemoveRequest) -> internal_pb2.CommandResult:
         if self._members.pop(req.id, None) is None:
             raise CommandFailed(ErrorCode.MEMBER_NOT_FOUND, f"member {req.id!r} not found")
-        return internal_pb2.CommandResult(done=self._header(kv_pb2.ResponseHeader()))
+        return self._done()
 
 

@@ -12,8 +12,7 @@ The leader also runs the store's own housekeeping: lease clock ticks (with
 promotion after a leader change) and compaction of old history. Every master
 announces its gRPC address in the replicated member list.
 
-Everything here runs on one event loop; the Raft thread only reaches it
-through `call_soon_threadsafe`.
+Everything here runs on one event loop, the one the Raft node runs on.
 """
 
 from __future__ import annotations
@@ -68,9 +67,6 @@ class RevisionSignal:
         fut, self._future = self._future, self._loop.create_future()
         fut.set_result(None)
 
-    def notify_threadsafe(self) -> None:
-        self._loop.call_soon_threadsafe(self.notify)
-
     async def wait(self, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._future), timeout)
@@ -97,21 +93,16 @@ class Store:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
-    # -- wiring from the Raft thread -------------------------------------------
+    # -- hooks the Raft node calls ----------------------------------------------
 
     def on_applied(self, applied_index: int) -> None:
-        """Raft thread: the applied index moved."""
         if not self._closed:
-            self.applied.notify_threadsafe()
+            self.applied.notify()
 
     def on_role_change(self, role: str) -> None:
-        """Raft thread: this master's role changed."""
         if role == "leader":
             self.metrics.leader_changes.inc()
-            self.loop.call_soon_threadsafe(self._became_leader)
-
-    def _became_leader(self) -> None:
-        self._promote_leases = True
+            self._promote_leases = True
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -327,7 +318,7 @@ class Store:
             await self._propose(internal_pb2.Command(member_set=me))
 
     async def status(self) -> cluster_pb2.StatusResponse:
-        raft = await asyncio.wrap_future(self.node.call(self.node.raft_status))
+        raft = self.node.raft_status()
         resp = cluster_pb2.StatusResponse(
             id=self.options.member_id,
             role=raft["role"],
@@ -389,12 +380,13 @@ class Store:
         done: asyncio.Future[ProposalError | None] = self.loop.create_future()
 
         def callback(error: ProposalError | None) -> None:
-            self.loop.call_soon_threadsafe(lambda: done.done() or done.set_result(error))
+            if not done.done():
+                done.set_result(error)
 
         change(address, callback)
         try:
             error = await asyncio.wait_for(done, self.committer.options.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise OutcomeUnknown("the membership change did not finish in time") from None
         if error is not None:
             if error.outcome_unknown:
@@ -430,7 +422,7 @@ class Store:
         deadline = time.monotonic() + timeout
         while True:
             # Refused while the target is not fully caught up: retry until it is.
-            error = await asyncio.wrap_future(self.node.transfer_leadership(target))
+            error = await self._transfer_once(target)
             if error is None:
                 while time.monotonic() < deadline:
                     leader = self.node.leader_address
@@ -444,6 +436,16 @@ class Store:
             if not self.node.is_leader:
                 raise NotLeader("lost leadership during the transfer", self.member_id_of(self.node.leader_address))
             await asyncio.sleep(0.02)
+
+    async def _transfer_once(self, target: str | None) -> ProposalError | None:
+        started: asyncio.Future[ProposalError | None] = self.loop.create_future()
+
+        def callback(error: ProposalError | None) -> None:
+            if not started.done():
+                started.set_result(error)
+
+        self.node.transfer_leadership(target, callback)
+        return await started
 
     async def hash_kv(self) -> cluster_pb2.HashKVResponse:
         digest, revision = self.sm.state_hash()

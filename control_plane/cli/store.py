@@ -82,7 +82,12 @@ def status(client: StoreClient) -> None:
 @click.pass_obj
 def members(client: StoreClient) -> None:
     """The replicated member list."""
-    _run(lambda: [click.echo(f"{m.id:8} raft={m.raft_address} grpc={m.grpc_address}") for m in client.member_list().members])
+
+    def show() -> None:
+        for m in client.member_list().members:
+            click.echo(f"{m.id:8} raft={m.raft_address} grpc={m.grpc_address}")
+
+    _run(show)
 
 
 @store.command()
@@ -184,7 +189,7 @@ def transfer_leadership(client: StoreClient, target_id: str) -> None:
 
 @store.command()
 @click.pass_obj
-def hash(client: StoreClient) -> None:  # noqa: A001 - etcdctl's name for it
+def hash(client: StoreClient) -> None:
     """Each master's state hash, to compare replicas."""
 
     def show() -> None:

@@ -55,7 +55,7 @@ class Network:
         net = self
 
         class FilteringTransport(TCPTransport):  # type: ignore[misc]
-            def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
+            def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
                 super().__init__(syncObj, selfNode, otherNodes)
                 net.transports[selfNode.id] = self
 
@@ -66,7 +66,7 @@ class Network:
                     net.sent.append((self._selfNode.id, node.id, message))
                 return bool(super().send(node, message))
 
-            def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+            def _onMessageReceived(self, node: Any, message: Any) -> None:
                 if (node.id, self._selfNode.id) in net.cut:
                     return
                 if self._selfNode.id in net.slow:

@@ -1,0 +1,89 @@
+"""Closed-loop load on the KV gRPC service: N concurrent writers putting
+1 KiB values for a fixed time, from one asyncio process. Shared by the
+store benchmark for raftkube and for its baselines (any server speaking the
+KV service)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from ha.storepb import kv_pb2, kv_pb2_grpc
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    ops: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def line(self, label: str) -> str:
+        return (
+            f"{label:34} c={self.concurrency:<3} {self.rate:8.0f} puts/s  "
+            f"p50 {self.percentile(50) * 1000:6.1f} ms  p99 {self.percentile(99) * 1000:6.1f} ms  "
+            f"errors {self.errors}"
+        )
+
+
+async def _run(endpoint: str, concurrency: int, seconds: float, value_size: int, warmup: float) -> LoadResult:
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = kv_pb2_grpc.KVStub(channel)
+        values = [os.urandom(value_size) for _ in range(64)]
+        latencies: list[float] = []
+        ops = errors = 0
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal ops, errors
+            i = 0
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                try:
+                    await stub.Put(
+                        kv_pb2.PutRequest(key=b"/bench/%d/%d" % (w, i % 1000), value=values[i % 64]), timeout=10
+                    )
+                    ok = True
+                except grpc.aio.AioRpcError:
+                    ok = False
+                t1 = time.perf_counter()
+                if t0 >= measure_from:
+                    if ok:
+                        ops += 1
+                        latencies.append(t1 - t0)
+                    else:
+                        errors += 1
+                i += 1
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return LoadResult(concurrency, ops, errors, seconds, latencies)
+
+
+def run_load(
+    endpoint: str, concurrency: int, seconds: float = 5.0, value_size: int = 1024, warmup: float = 1.0
+) -> LoadResult:
+    return asyncio.run(_run(endpoint, concurrency, seconds, value_size, warmup))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
