@@ -37,6 +37,9 @@ class Network:
     def __init__(self) -> None:
         self.cut: set[tuple[str, str]] = set()
         self.slow: set[str] = set()
+        # Links (sender, receiver) whose messages wait in the receiver's
+        # inbox until delivered one by one or released.
+        self.held: set[tuple[str, str]] = set()
         self.inbox: dict[str, collections.deque[tuple[Any, Any]]] = collections.defaultdict(collections.deque)
         self.transports: dict[str, Any] = {}
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
@@ -69,7 +72,7 @@ class Network:
             def _onMessageReceived(self, node: Any, message: Any) -> None:
                 if (node.id, self._selfNode.id) in net.cut:
                     return
-                if self._selfNode.id in net.slow:
+                if self._selfNode.id in net.slow or (node.id, self._selfNode.id) in net.held:
                     net.inbox[self._selfNode.id].append((node, message))
                     return
                 super()._onMessageReceived(node, message)
@@ -149,6 +152,10 @@ class HandCluster:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.tick(chosen)
+
+    def deliver_one(self, node: RaftNode) -> bool:
+        """Hand `node` the oldest message waiting in its inbox."""
+        return bool(self.network.transports[node.address].deliver_one())
 
     def leader(self, among: Iterable[RaftNode] | None = None) -> RaftNode | None:
         leaders = [n for n in (self.nodes if among is None else among) if n.is_leader]
