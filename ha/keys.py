@@ -23,20 +23,23 @@ def prefix_end(prefix: bytes) -> bytes:
     return ALL_KEYS_FROM
 
 
-def encode_continue(revision: int, next_key: bytes) -> str:
-    """A token that resumes a range at `next_key`, read at `revision`."""
-    return base64.urlsafe_b64encode(struct.pack(">q", revision) + next_key).decode("ascii")
+def encode_continue(revision: int, next_key: bytes, range_end: bytes) -> str:
+    """A token that resumes a range at `next_key` (up to `range_end`), read
+    at `revision`, so every page reflects the same store revision."""
+    raw = struct.pack(">qI", revision, len(next_key)) + next_key + range_end
+    return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def decode_continue(token: str) -> tuple[int, bytes]:
-    """(revision, next_key) of a continue token; ValueError if it is not one."""
+def decode_continue(token: str) -> tuple[int, bytes, bytes]:
+    """(revision, next_key, range_end) of a continue token; ValueError if it is not one."""
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError) as e:
+    except (binascii.Error, UnicodeEncodeError, ValueError) as e:
         raise ValueError(f"malformed continue token: {e}") from None
-    if len(raw) < 9:
+    header = struct.calcsize(">qI")
+    if len(raw) < header:
         raise ValueError("malformed continue token: too short")
-    (revision,) = struct.unpack(">q", raw[:8])
-    if revision <= 0:
-        raise ValueError("malformed continue token: bad revision")
-    return revision, raw[8:]
+    revision, key_length = struct.unpack(">qI", raw[:header])
+    if revision <= 0 or key_length == 0 or header + key_length > len(raw):
+        raise ValueError("malformed continue token")
+    return revision, raw[header : header + key_length], raw[header + key_length :]

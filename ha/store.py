@@ -178,19 +178,19 @@ class Store:
         validation.check_range(req)
         if req.continue_token:
             try:
-                revision, next_key = keys.decode_continue(req.continue_token)
+                revision, next_key, range_end = keys.decode_continue(req.continue_token)
             except ValueError as e:
                 raise CommandFailed(ErrorCode.INVALID_ARGUMENT, str(e)) from None
             paged = kv_pb2.RangeRequest()
             paged.CopyFrom(req)
-            paged.key, paged.revision, paged.continue_token = next_key, revision, ""
+            paged.key, paged.range_end, paged.revision, paged.continue_token = next_key, range_end, revision, ""
             req = paged
         if not req.serializable:
             await self.committer.barrier()
         resp = self.sm.range(req)
         if resp.more and resp.kvs:
             at = req.revision or resp.header.revision
-            resp.continue_token = keys.encode_continue(at, resp.kvs[-1].key + b"\0")
+            resp.continue_token = keys.encode_continue(at, resp.kvs[-1].key + b"\0", req.range_end)
         return self._stamp(resp)
 
     async def watch(self, req: kv_pb2.WatchRequest) -> AsyncIterator[kv_pb2.WatchResponse]:
