@@ -128,7 +128,7 @@ class LocalCluster:
 
     # -- processes ---------------------------------------------------------------
 
-    def command(self, spec: MasterSpec, peers: list[MasterSpec] | None = None) -> list[str]:
+    def command(self, spec: MasterSpec, peers: list[MasterSpec] | None = None, join: bool = False) -> list[str]:
         args = [
             sys.executable,
             "-m",
@@ -150,10 +150,13 @@ class LocalCluster:
         for peer in self.masters if peers is None else peers:
             if peer.id != spec.id:
                 args += ["--peer", f"{peer.id}={peer.raft_address}"]
+        if join:
+            args.append("--join")
         return args + self.server_args
 
-    def start(self, member_id: str | None = None, peers: list[MasterSpec] | None = None) -> None:
-        """Start one master, or every master that is not running."""
+    def start(self, member_id: str | None = None, peers: list[MasterSpec] | None = None, join: bool = False) -> None:
+        """Start one master, or every master that is not running; `join`
+        for one being added to a running cluster."""
         for spec in self.masters:
             if member_id is not None and spec.id != member_id:
                 continue
@@ -162,7 +165,7 @@ class LocalCluster:
             os.makedirs(spec.data_dir, exist_ok=True)
             with open(spec.log_path, "ab") as log:
                 proc = subprocess.Popen(
-                    self.command(spec, peers),
+                    self.command(spec, peers, join),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

@@ -50,6 +50,9 @@ class MasterConfig:
     election_timeout_max: float = 0.7
     heartbeat_interval: float = 0.05
     history_revisions: int = 50_000
+    # Joining a running cluster (after MemberAdd): no elections before a
+    # leader has been heard from.
+    join: bool = False
     extra_raft: dict[str, object] = field(default_factory=dict)
 
     def raft_config(self) -> RaftConfig:
@@ -63,6 +66,7 @@ class MasterConfig:
             election_timeout_max=self.election_timeout_max,
             heartbeat_interval=self.heartbeat_interval,
             leader_fallback_timeout=max(1.0, self.election_timeout_max * 1.5),
+            join=self.join,
             **self.extra_raft,  # type: ignore[arg-type]
         )
 

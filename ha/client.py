@@ -26,6 +26,15 @@ MAX_MESSAGE_BYTES = MAX_VALUE_BYTES + (2 << 20)
 _NEVER_SENT = ("failed to connect", "connection refused", "not committed", "Connection refused")
 
 
+def must_run_elsewhere(error: grpc.RpcError) -> bool:
+    """The master refused because only the leader may do this (it forwards
+    such requests itself once it knows the leader's address)."""
+    return bool(
+        error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        and "runs on the leader" in (error.details() or "")  # type: ignore[attr-defined]
+    )
+
+
 def never_reached_store(error: grpc.RpcError) -> bool:
     """True when a failed call surely changed nothing."""
     code = error.code()  # type: ignore[attr-defined]
@@ -87,8 +96,9 @@ class StoreClient:
             try:
                 return fn(endpoint)
             except grpc.RpcError as e:
-                retryable = e.code() == grpc.StatusCode.UNAVAILABLE and (  # type: ignore[attr-defined]
-                    idempotent or never_reached_store(e)
+                retryable = must_run_elsewhere(e) or (
+                    e.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                    and (idempotent or never_reached_store(e))
                 )
                 if not retryable or time.monotonic() > deadline:
                     raise

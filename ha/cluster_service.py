@@ -76,7 +76,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def MemberAdd(
         self, request: cluster_pb2.MemberAddRequest, context: Any
     ) -> cluster_pb2.MemberAddResponse:
-        return await self._serve(context, self.store.member_add, request)
+        return await self._serve(context, self.store.member_add, request, forward="MemberAdd")
 
     async def MemberRemove(
         self, request: cluster_pb2.MemberRemoveRequest, context: Any

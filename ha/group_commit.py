@@ -85,6 +85,7 @@ class GroupCommitter:
         self._peak = 0
         self._in_flight_commands = 0
         self._closed = False
+        self._paused = False
 
     async def propose(self, command: bytes) -> bytes:
         """The state machine's result for `command`, once applied here."""
@@ -97,6 +98,15 @@ class GroupCommitter:
             self._barrier = self._enqueue(BARRIER_COMMAND)
             self.metrics.read_barriers.inc()
         await asyncio.shield(self._barrier)
+
+    def pause(self) -> None:
+        """Hold new batches (commands still queue) until `resume`: lets a
+        follower catch up fully, as a leadership transfer needs."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._schedule()
 
     def close(self) -> None:
         self._closed = True
@@ -117,7 +127,7 @@ class GroupCommitter:
         return fut
 
     def _schedule(self, delay: float | None = None) -> None:
-        if not self._pending:
+        if not self._pending or self._paused:
             return
         full = (
             len(self._pending) >= self.options.max_commands or self._pending_bytes >= self.options.max_bytes
@@ -140,7 +150,7 @@ class GroupCommitter:
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if not self._pending:
+        if not self._pending or self._paused:
             return
         if not self.proposer.can_propose():
             self._fail_expired_pending()

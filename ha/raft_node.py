@@ -211,6 +211,11 @@ class RaftConfig:
     # heartbeats); network events and proposals tick at once.
     tick_interval: float = 0.01
     corrections: frozenset[Correction] = ALL_CORRECTIONS
+    # A master being added to a running cluster: it never stands for
+    # election before it has heard from a leader. (pysyncobj has no
+    # pre-vote; a joiner's elections would raise the term and depose the
+    # leader as soon as it connects.)
+    join: bool = False
     # Tests run members by hand (no thread); see RaftNode.tick.
     manual_tick: bool = False
     transport_class: type = TCPTransport
@@ -553,6 +558,7 @@ class RaftNode(SyncObj):
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._reported_applied = 0
+        self._joining = config.join
         self.leader_changes = 0
         self.tick_errors = 0
         conf = config.syncobj_conf()
@@ -607,6 +613,11 @@ class RaftNode(SyncObj):
     def tick(self, wait: float = 0.0) -> None:
         """One round of Raft work. By hand (manual_tick), it also waits up
         to `wait` for network events and handles them."""
+        if self._joining:
+            if self._SyncObj__raftLeader is None:
+                self._SyncObj__raftElectionDeadline = time.monotonic() + self.config.election_timeout_max
+            else:
+                self._joining = False
         try:
             self.doTick(wait)
         except Exception:

@@ -110,7 +110,7 @@ class Store:
         self._tasks = [
             self.loop.create_task(self._every(self.options.lease_tick_interval, self._tick_leases)),
             self.loop.create_task(self._every(self.options.compaction_check_interval, self._compact_history)),
-            self.loop.create_task(self._every(self.options.announce_interval, self._announce)),
+            self.loop.create_task(self._announce_loop()),
         ]
 
     async def close(self) -> None:
@@ -286,11 +286,12 @@ class Store:
 
     def members(self) -> list[cluster_pb2.Member]:
         """The replicated member list, with the masters given at start that
-        have not announced themselves yet."""
+        have not announced themselves yet and that Raft still counts."""
         known = {m.id: m for m in self.sm.members()}
         addresses = {m.raft_address for m in known.values()}
+        voting = set(self.node.member_addresses())
         for member_id, address in (self.options.initial_members or {}).items():
-            if member_id not in known and address not in addresses:
+            if member_id not in known and address not in addresses and address in voting:
                 known[member_id] = cluster_pb2.Member(id=member_id, raft_address=address)
         return [known[i] for i in sorted(known)]
 
@@ -304,6 +305,21 @@ class Store:
 
     def _member(self, member_id: str) -> cluster_pb2.Member | None:
         return next((m for m in self.members() if m.id == member_id), None)
+
+    async def _announce_loop(self) -> None:
+        # Promptly at start (other masters forward to this one by the gRPC
+        # address it announces), then now and again in case it changed.
+        while not await self._announced():
+            await asyncio.sleep(0.1)
+        await self._every(self.options.announce_interval, self._announce)
+
+    async def _announced(self) -> bool:
+        try:
+            await self._announce()
+        except (NotCommitted, OutcomeUnknown, CommandFailed):
+            return False
+        me = next((m for m in self.sm.members() if m.id == self.options.member_id), None)
+        return me is not None and me.grpc_address == self.options.grpc_address
 
     async def _announce(self) -> None:
         me = cluster_pb2.Member(
@@ -348,10 +364,15 @@ class Store:
         await self.committer.barrier()
         return cluster_pb2.MemberListResponse(header=self.header(), members=self.members())
 
+    def _require_leader(self, what: str) -> None:
+        if not self.node.is_leader:
+            raise NotLeader(f"{what} runs on the leader", self.member_id_of(self.node.leader_address))
+
     async def member_add(self, req: cluster_pb2.MemberAddRequest) -> cluster_pb2.MemberAddResponse:
         if not req.id or not req.raft_address:
             raise CommandFailed(ErrorCode.INVALID_ARGUMENT, "a new member needs an id and a raft address")
         _check_address(req.raft_address)
+        self._require_leader("adding a member")
         await self.committer.barrier()
         for m in self.members():
             if m.id == req.id or m.raft_address == req.raft_address:
@@ -360,40 +381,52 @@ class Store:
                 )
         member = cluster_pb2.Member(id=req.id, raft_address=req.raft_address, grpc_address=req.grpc_address)
         await self._propose(internal_pb2.Command(member_set=member))
-        await self._membership(self.node.add_member, req.raft_address)
+        await self._membership(self.node.add_member, req.raft_address, present=True)
         return cluster_pb2.MemberAddResponse(header=self.header(), member=member, members=self.members())
 
     async def member_remove(self, req: cluster_pb2.MemberRemoveRequest) -> cluster_pb2.MemberRemoveResponse:
+        self._require_leader("removing a member")
         await self.committer.barrier()
         member = self._member(req.id)
         if member is None:
             raise CommandFailed(ErrorCode.MEMBER_NOT_FOUND, f"member {req.id!r} not found")
-        if self.node.leader_address == member.raft_address:
-            # Raft cannot remove its own leader: hand leadership on first.
+        if self.node.address == member.raft_address:
+            # Raft cannot remove its own leader: hand leadership on, and let
+            # the new leader do it (the service forwards the request there).
             await self._transfer_away_from(member.raft_address)
-        await self._membership(self.node.remove_member, member.raft_address)
+            self._require_leader("removing a member")
+        await self._membership(self.node.remove_member, member.raft_address, present=False)
         with contextlib.suppress(CommandFailed):
             await self._propose(internal_pb2.Command(member_remove=cluster_pb2.MemberRemoveRequest(id=req.id)))
         return cluster_pb2.MemberRemoveResponse(header=self.header(), members=self.members())
 
-    async def _membership(self, change: Any, address: str) -> None:
-        done: asyncio.Future[ProposalError | None] = self.loop.create_future()
+    async def _membership(self, change: Any, address: str, present: bool) -> None:
+        """Make `address` a voting member (present) or not, on the leader;
+        an ambiguous outcome is settled by Raft's own configuration."""
+        deadline = time.monotonic() + self.committer.options.timeout
+        while True:
+            done: asyncio.Future[ProposalError | None] = self.loop.create_future()
 
-        def callback(error: ProposalError | None) -> None:
-            if not done.done():
-                done.set_result(error)
+            def callback(error: ProposalError | None, done: asyncio.Future[ProposalError | None] = done) -> None:
+                if not done.done():
+                    done.set_result(error)
 
-        change(address, callback)
-        try:
-            error = await asyncio.wait_for(done, self.committer.options.timeout)
-        except TimeoutError:
-            raise OutcomeUnknown("the membership change did not finish in time") from None
-        if error is not None:
-            if error.outcome_unknown:
-                raise OutcomeUnknown(f"membership change: {error}")
-            raise NotCommitted(
-                f"membership change refused: {error} (one change at a time, after the leader's first commit)"
-            )
+            change(address, callback)
+            try:
+                error = await asyncio.wait_for(done, max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                error = ProposalError(-1, "timed out")
+            if error is None or (address in self.node.member_addresses()) == present:
+                return
+            if not self.node.is_leader:
+                raise NotLeader("lost leadership during a membership change", self.member_id_of(self.node.leader_address))
+            if time.monotonic() > deadline:
+                if error.outcome_unknown or error.reason == -1:
+                    raise OutcomeUnknown(f"membership change: {error}")
+                raise NotCommitted(
+                    f"membership change refused: {error} (one change at a time, after the leader's first commit)"
+                )
+            await asyncio.sleep(0.05)
 
     async def _transfer_away_from(self, address: str) -> None:
         if self.node.address != address:
@@ -420,11 +453,24 @@ class Store:
             return cluster_pb2.TransferLeadershipResponse(header=self.header(), leader_id=self.options.member_id)
         timeout = req.timeout_seconds or 5.0
         deadline = time.monotonic() + timeout
+        # As Raft prescribes, no new proposals while leadership moves: the
+        # target must hold the whole log before it is asked to take over.
+        self.committer.pause()
+        try:
+            return await self._transfer(target, timeout, deadline)
+        finally:
+            self.committer.resume()
+
+    async def _transfer(
+        self, target: str | None, timeout: float, deadline: float
+    ) -> cluster_pb2.TransferLeadershipResponse:
         while True:
             # Refused while the target is not fully caught up: retry until it is.
             error = await self._transfer_once(target)
             if error is None:
-                while time.monotonic() < deadline:
+                # The target stands for election at once; give it a round.
+                attempt_ends = min(deadline, time.monotonic() + 1.0)
+                while time.monotonic() < attempt_ends:
                     leader = self.node.leader_address
                     if leader is not None and leader != self.node.address and (target is None or leader == target):
                         return cluster_pb2.TransferLeadershipResponse(

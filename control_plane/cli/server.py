@@ -34,6 +34,12 @@ def parse_peers(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--election-timeout-max", default=0.7, show_default=True, help="Seconds.")
 @click.option("--heartbeat-interval", default=0.05, show_default=True, help="Seconds.")
 @click.option("--history-revisions", default=50_000, show_default=True, help="Revisions kept for watches.")
+@click.option(
+    "--join",
+    is_flag=True,
+    help="This master is being added to a running cluster (after `store member-add`): "
+    "it stands for election only after it has heard from the leader.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def server(
@@ -48,6 +54,7 @@ def server(
     election_timeout_max: float,
     heartbeat_interval: float,
     history_revisions: int,
+    join: bool,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -71,6 +78,7 @@ def server(
             election_timeout_max=election_timeout_max,
             heartbeat_interval=heartbeat_interval,
             history_revisions=history_revisions,
+            join=join,
         )
         # uvloop: grpc.aio and the Raft sockets share this loop, and its
         # per-event cost is what the master's throughput is made of.
