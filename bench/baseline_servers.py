@@ -45,7 +45,7 @@ class DictKV(kv_pb2_grpc.KVServicer):
 def make_pysyncobj_kv(self_address: str, partners: list[str], data_dir: str) -> kv_pb2_grpc.KVServicer:
     from pysyncobj import SyncObj, SyncObjConf, replicated
 
-    class Store(SyncObj):  # type: ignore[misc]
+    class Store(SyncObj):
         def __init__(self) -> None:
             conf = SyncObjConf(
                 journalFile=os.path.join(data_dir, "journal"), fullDumpFile=os.path.join(data_dir, "dump")
@@ -67,7 +67,7 @@ def make_pysyncobj_kv(self_address: str, partners: list[str], data_dir: str) -> 
             fut: asyncio.Future[int] = loop.create_future()
 
             def done(result: int, err: int) -> None:
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err))
+                loop.call_soon_threadsafe(_settle, fut, err)
 
             store.put(request.key, request.value, callback=done)
             err = await fut
@@ -79,6 +79,11 @@ def make_pysyncobj_kv(self_address: str, partners: list[str], data_dir: str) -> 
             return kv_pb2.RangeResponse(header=kv_pb2.ResponseHeader(revision=1 if store._isLeader() else 0))
 
     return PysyncobjKV()
+
+
+def _settle(fut: asyncio.Future[int], value: int) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 async def serve(servicer: kv_pb2_grpc.KVServicer, address: str) -> None:

@@ -42,9 +42,10 @@ class LoadResult:
         )
 
 
-async def _run(endpoint: str, concurrency: int, seconds: float, value_size: int, warmup: float) -> LoadResult:
-    async with grpc.aio.insecure_channel(endpoint) as channel:
-        stub = kv_pb2_grpc.KVStub(channel)
+async def _run(endpoints: list[str], concurrency: int, seconds: float, value_size: int, warmup: float) -> LoadResult:
+    channels = [grpc.aio.insecure_channel(e) for e in endpoints]
+    try:
+        stubs = [kv_pb2_grpc.KVStub(ch) for ch in channels]
         values = [os.urandom(value_size) for _ in range(64)]
         latencies: list[float] = []
         ops = errors = 0
@@ -54,6 +55,7 @@ async def _run(endpoint: str, concurrency: int, seconds: float, value_size: int,
 
         async def worker(w: int) -> None:
             nonlocal ops, errors
+            stub = stubs[w % len(stubs)]  # workers spread over the endpoints
             i = 0
             while True:
                 t0 = time.perf_counter()
@@ -77,12 +79,18 @@ async def _run(endpoint: str, concurrency: int, seconds: float, value_size: int,
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
         return LoadResult(concurrency, ops, errors, seconds, latencies)
+    finally:
+        for ch in channels:
+            await ch.close()
 
 
 def run_load(
-    endpoint: str, concurrency: int, seconds: float = 5.0, value_size: int = 1024, warmup: float = 1.0
+    endpoint: str | list[str], concurrency: int, seconds: float = 5.0, value_size: int = 1024, warmup: float = 1.0
 ) -> LoadResult:
-    return asyncio.run(_run(endpoint, concurrency, seconds, value_size, warmup))
+    """Closed-loop puts for `seconds` after `warmup`; workers spread over the
+    endpoints when several are given."""
+    endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+    return asyncio.run(_run(endpoints, concurrency, seconds, value_size, warmup))
 
 
 def median(values: list[float]) -> float:

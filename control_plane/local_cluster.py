@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -31,8 +32,31 @@ SECRET_FILE = "cluster-secret"
 READY_PROBE = kv_pb2.RangeRequest(key=b"/raftkube/ready-probe")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port that is free now and that the kernel will not hand out as the
+    source port of an outgoing connection before a master binds it (ports
+    from bind(0) come from the ephemeral range and can be taken that way)."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the ephemeral range
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -271,7 +295,7 @@ class LocalCluster:
                         return leader
                     last_error = f"leaders seen: {sorted(leaders)}"
                 except grpc.RpcError as e:
-                    last_error = f"{e.code().name}: {e.details()}"  # type: ignore[attr-defined]
+                    last_error = f"{e.code().name}: {e.details()}"
                 time.sleep(0.05)
         raise TimeoutError(f"cluster not ready after {timeout:g}s ({last_error})")
 
@@ -284,6 +308,17 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out waiting for {what}")
             time.sleep(0.05)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that `finally` blocks stop the
+    masters a script started (they run in sessions of their own and would
+    outlive it)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _is_our_server(pid: int) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -29,19 +29,26 @@ _NEVER_SENT = ("failed to connect", "connection refused", "not committed", "Conn
 def must_run_elsewhere(error: grpc.RpcError) -> bool:
     """The master refused because only the leader may do this (it forwards
     such requests itself once it knows the leader's address)."""
-    return bool(
-        error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-        and "runs on the leader" in (error.details() or "")  # type: ignore[attr-defined]
-    )
+    return bool(error.code() == grpc.StatusCode.FAILED_PRECONDITION and "runs on the leader" in (error.details() or ""))
 
 
 def never_reached_store(error: grpc.RpcError) -> bool:
     """True when a failed call surely changed nothing."""
-    code = error.code()  # type: ignore[attr-defined]
+    code = error.code()
     if code != grpc.StatusCode.UNAVAILABLE:
         return False
-    details = error.details() or ""  # type: ignore[attr-defined]
+    details = error.details() or ""
     return any(marker in details for marker in _NEVER_SENT)
+
+
+class WatchStream(Protocol):
+    """A server stream of watch responses; `cancel()` ends it."""
+
+    def __iter__(self) -> Iterator[kv_pb2.WatchResponse]: ...
+
+    def __next__(self) -> kv_pb2.WatchResponse: ...
+
+    def cancel(self) -> bool: ...
 
 
 class StoreClient:
@@ -97,8 +104,7 @@ class StoreClient:
                 return fn(endpoint)
             except grpc.RpcError as e:
                 retryable = must_run_elsewhere(e) or (
-                    e.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-                    and (idempotent or never_reached_store(e))
+                    e.code() == grpc.StatusCode.UNAVAILABLE and (idempotent or never_reached_store(e))
                 )
                 if not retryable or time.monotonic() > deadline:
                     raise
@@ -111,9 +117,7 @@ class StoreClient:
         return self._retrying(lambda ep: getattr(self.kv(ep), method)(request, timeout=self.timeout), idempotent)
 
     def _cluster(self, method: str, request: Any, idempotent: bool) -> Any:
-        return self._retrying(
-            lambda ep: getattr(self.cluster(ep), method)(request, timeout=self.timeout), idempotent
-        )
+        return self._retrying(lambda ep: getattr(self.cluster(ep), method)(request, timeout=self.timeout), idempotent)
 
     # -- KV --------------------------------------------------------------------
 
@@ -143,10 +147,10 @@ class StoreClient:
 
     def watch(
         self, request: kv_pb2.WatchRequest, endpoint: str | None = None, timeout: float | None = None
-    ) -> Iterator[kv_pb2.WatchResponse]:
+    ) -> WatchStream:
         """A watch stream from one master (the current one unless named)."""
-        call = self.kv(endpoint).Watch(request, timeout=timeout)
-        return call  # type: ignore[no-any-return]
+        stream: WatchStream = self.kv(endpoint).Watch(request, timeout=timeout)
+        return stream
 
     def lease_grant(self, ttl: int, lease_id: int = 0) -> kv_pb2.LeaseGrantResponse:
         return self._kv("LeaseGrant", kv_pb2.LeaseGrantRequest(ttl=ttl, id=lease_id), False)
@@ -167,11 +171,11 @@ class StoreClient:
 
     def status(self, endpoint: str | None = None) -> cluster_pb2.StatusResponse:
         if endpoint is not None:
-            return self.cluster(endpoint).Status(cluster_pb2.StatusRequest(), timeout=self.timeout)  # type: ignore[no-any-return]
-        return self._cluster("Status", cluster_pb2.StatusRequest(), True)  # type: ignore[no-any-return]
+            return self.cluster(endpoint).Status(cluster_pb2.StatusRequest(), timeout=self.timeout)
+        return self._cluster("Status", cluster_pb2.StatusRequest(), True)
 
     def hash_kv(self, endpoint: str) -> cluster_pb2.HashKVResponse:
-        return self.cluster(endpoint).HashKV(cluster_pb2.HashKVRequest(), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.cluster(endpoint).HashKV(cluster_pb2.HashKVRequest(), timeout=self.timeout)
 
     def member_list(self) -> cluster_pb2.MemberListResponse:
         return self._cluster("MemberList", cluster_pb2.MemberListRequest(), True)

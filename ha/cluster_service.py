@@ -46,7 +46,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                 raise
             stub = cluster_pb2_grpc.ClusterStub(self._channel(address))
             try:
-                return await getattr(stub, forward)(request, metadata=((FORWARDED, "1"),), timeout=30)  # type: ignore[no-any-return]
+                return await getattr(stub, forward)(request, metadata=((FORWARDED, "1"),), timeout=30)
             except grpc.aio.AioRpcError as rpc_error:
                 await context.abort(rpc_error.code(), f"forwarded to the leader: {rpc_error.details()}")
                 raise
@@ -68,14 +68,10 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def Status(self, request: cluster_pb2.StatusRequest, context: Any) -> cluster_pb2.StatusResponse:
         return await self._serve(context, lambda _: self.store.status(), request)
 
-    async def MemberList(
-        self, request: cluster_pb2.MemberListRequest, context: Any
-    ) -> cluster_pb2.MemberListResponse:
+    async def MemberList(self, request: cluster_pb2.MemberListRequest, context: Any) -> cluster_pb2.MemberListResponse:
         return await self._serve(context, lambda _: self.store.member_list(), request)
 
-    async def MemberAdd(
-        self, request: cluster_pb2.MemberAddRequest, context: Any
-    ) -> cluster_pb2.MemberAddResponse:
+    async def MemberAdd(self, request: cluster_pb2.MemberAddRequest, context: Any) -> cluster_pb2.MemberAddResponse:
         return await self._serve(context, self.store.member_add, request, forward="MemberAdd")
 
     async def MemberRemove(

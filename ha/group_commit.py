@@ -126,17 +126,21 @@ class GroupCommitter:
         self._schedule()
         return fut
 
-    def _schedule(self, delay: float | None = None) -> None:
+    def _schedule(self, delay: float | None = None, now: bool = False) -> None:
+        """Arrange the next flush; `now`: flush at once if it is due."""
         if not self._pending or self._paused:
             return
-        full = (
-            len(self._pending) >= self.options.max_commands or self._pending_bytes >= self.options.max_bytes
-        )
+        full = len(self._pending) >= self.options.max_commands or self._pending_bytes >= self.options.max_bytes
         if self._in_flight >= self.options.max_in_flight and not full:
             return  # a completing batch will flush these
         if delay is None:
             ready = full or len(self._pending) >= self._expected
             delay = 0.0 if ready else self.options.max_linger
+        if now and delay == 0:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush()
+            return
         when = self.loop.time() + delay
         if self._flush_handle is not None:
             if when >= self._flush_at:
@@ -204,6 +208,9 @@ class GroupCommitter:
         if batch.timer is not None:
             batch.timer.cancel()
         self._end_round(batch)
+        # Send the next batch before waking this one's callers: its Raft
+        # round then overlaps the work of answering them.
+        self._schedule(now=True)
         elapsed = time.monotonic() - batch.started
         if error is None and results is not None and len(results) == len(batch.futures):
             self.metrics.proposals_committed.inc(len(batch.futures))
@@ -217,7 +224,6 @@ class GroupCommitter:
             for fut in batch.futures:
                 if not fut.done():
                     fut.set_exception(exc)
-        self._schedule()
 
     def _expire(self, batch: _Batch) -> None:
         if batch.done:

@@ -11,7 +11,7 @@ import grpc
 
 from ha.errors import CommandFailed, ErrorCode, NotCommitted, NotLeader, OutcomeUnknown, StoreError
 
-_CODES = {
+_CODES: dict[int, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.KEY_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.VALUE_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,

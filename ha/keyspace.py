@@ -125,16 +125,12 @@ class KeySpace:
 
     # -- writes ------------------------------------------------------------
 
-    def put(
-        self, key: bytes, value: bytes, lease: int, revision: int, sub: int
-    ) -> tuple[KeyValue, KeyValue | None]:
+    def put(self, key: bytes, value: bytes, lease: int, revision: int, sub: int) -> tuple[KeyValue, KeyValue | None]:
         """Write `key` at (revision, sub); returns (new, previous live)."""
         versions = self._index.get(key)
         prev = versions[-1].kv if versions else None
         if prev is None:
-            kv = KeyValue(
-                key=key, value=value, create_revision=revision, mod_revision=revision, version=1, lease=lease
-            )
+            kv = KeyValue(key=key, value=value, create_revision=revision, mod_revision=revision, version=1, lease=lease)
         else:
             kv = KeyValue(
                 key=key,
@@ -193,9 +189,7 @@ class KeySpace:
         """Every key and its retained versions, in key order."""
         return iter(self._index.items())
 
-    def load(
-        self, revision: int, compact_revision: int, histories: list[tuple[bytes, list[Version]]]
-    ) -> None:
+    def load(self, revision: int, compact_revision: int, histories: list[tuple[bytes, list[Version]]]) -> None:
         """Replace everything with the given histories (from a snapshot)."""
         self._index = SortedDict(histories)
         self.revision = revision

@@ -19,9 +19,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-async def call_store(
-    context: grpc.aio.ServicerContext, method: Callable[[Req], Awaitable[Resp]], request: Req
-) -> Resp:
+async def call_store(context: grpc.aio.ServicerContext, method: Callable[[Req], Awaitable[Resp]], request: Req) -> Resp:
     try:
         return await method(request)
     except StoreError as e:
@@ -39,36 +37,26 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
         return await call_store(context, self.store.put, request)
 
-    async def DeleteRange(
-        self, request: kv_pb2.DeleteRangeRequest, context: Any
-    ) -> kv_pb2.DeleteRangeResponse:
+    async def DeleteRange(self, request: kv_pb2.DeleteRangeRequest, context: Any) -> kv_pb2.DeleteRangeResponse:
         return await call_store(context, self.store.delete_range, request)
 
     async def Txn(self, request: kv_pb2.TxnRequest, context: Any) -> kv_pb2.TxnResponse:
         return await call_store(context, self.store.txn, request)
 
-    async def Compact(
-        self, request: kv_pb2.CompactionRequest, context: Any
-    ) -> kv_pb2.CompactionResponse:
+    async def Compact(self, request: kv_pb2.CompactionRequest, context: Any) -> kv_pb2.CompactionResponse:
         return await call_store(context, self.store.compact, request)
 
-    async def Watch(
-        self, request: kv_pb2.WatchRequest, context: Any
-    ) -> AsyncIterator[kv_pb2.WatchResponse]:
+    async def Watch(self, request: kv_pb2.WatchRequest, context: Any) -> AsyncIterator[kv_pb2.WatchResponse]:
         try:
             async for response in self.store.watch(request):
                 yield response
         except StoreError as e:
             await abort_with(context, e)
 
-    async def LeaseGrant(
-        self, request: kv_pb2.LeaseGrantRequest, context: Any
-    ) -> kv_pb2.LeaseGrantResponse:
+    async def LeaseGrant(self, request: kv_pb2.LeaseGrantRequest, context: Any) -> kv_pb2.LeaseGrantResponse:
         return await call_store(context, self.store.lease_grant, request)
 
-    async def LeaseRevoke(
-        self, request: kv_pb2.LeaseRevokeRequest, context: Any
-    ) -> kv_pb2.LeaseRevokeResponse:
+    async def LeaseRevoke(self, request: kv_pb2.LeaseRevokeRequest, context: Any) -> kv_pb2.LeaseRevokeResponse:
         return await call_store(context, self.store.lease_revoke, request)
 
     async def LeaseKeepAlive(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -52,11 +52,6 @@ class StoreMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.leader_changes = Counter(
-            "raftkube_raft_leader_changes_seen_total",
-            "Leader changes this master saw (etcd_server_leader_changes_seen_total).",
-            registry=registry,
-        )
         self.read_barriers = Counter(
             "raftkube_store_read_barriers_total",
             "Read barriers sent through the log (each shared by every read waiting on it).",
@@ -68,11 +63,15 @@ Gauges = Callable[[], dict[str, tuple[str, float]]]
 
 
 class StoreCollector(Collector):
-    """Gauges read at scrape time: `read()` returns name -> (help, value)."""
+    """Values read at scrape time: `read()` returns name -> (help, value);
+    names ending in _total are counters, the rest gauges."""
 
     def __init__(self, read: Gauges):
         self._read = read
 
     def collect(self) -> Iterator[Any]:
         for name, (text, value) in self._read().items():
-            yield GaugeMetricFamily(name, text, value=value)
+            if name.endswith("_total"):
+                yield CounterMetricFamily(name.removesuffix("_total"), text, value=value)
+            else:
+                yield GaugeMetricFamily(name, text, value=value)

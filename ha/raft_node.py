@@ -114,7 +114,7 @@ class _AdaptiveZlib:
     decompress = staticmethod(zlib.decompress)
 
 
-pso_tcp_connection.zlib = _AdaptiveZlib  # type: ignore[attr-defined]
+pso_tcp_connection.zlib = _AdaptiveZlib
 
 
 class _Fernet(Fernet):
@@ -305,10 +305,7 @@ class SnapshotFile:
         try:
             _write_snapshot(tmp, header, state)
             with self._lock:
-                void = (
-                    Correction.COMPACTION_INSTALL_RACE in self._corrections
-                    and job.generation != self._generation
-                )
+                void = Correction.COMPACTION_INSTALL_RACE in self._corrections and job.generation != self._generation
                 if void:
                     os.unlink(tmp)
                 else:
@@ -396,9 +393,7 @@ class SnapshotFile:
         snapshot_index = header[0][1]
         applied = self._applied_index()
         if Correction.STALE_SNAPSHOT_INSTALL in self._corrections and snapshot_index <= applied:
-            log.warning(
-                "refused a snapshot at index %d: already applied up to %d", snapshot_index, applied
-            )
+            log.warning("refused a snapshot at index %d: already applied up to %d", snapshot_index, applied)
             self.installs_refused += 1
             os.unlink(self._incoming_path)
             return False
@@ -527,11 +522,29 @@ def _create_poller(poller_type: Any) -> Any:
 
 pso_syncobj.createPoller = _create_poller
 
+_stock_disconnect = pso_tcp_connection.TcpConnection.disconnect
+
+
+def _disconnect(self: Any) -> None:
+    # pysyncobj closes the socket and then unsubscribes it; on an event loop
+    # the descriptor must leave the loop first, or a watcher can outlive it
+    # and swallow the events of the next socket given the same number.
+    fileno = self._TcpConnection__fileno
+    if fileno is not None:
+        self._TcpConnection__poller.unsubscribe(fileno)
+    _stock_disconnect(self)
+
+
+pso_tcp_connection.TcpConnection.disconnect = _disconnect
+
 
 class RaftNode(SyncObj):
     """One Raft member. Not thread-safe: every method runs on the thread of
     its event loop, or, with `manual_tick`, on the thread that ticks it.
     Plain attribute reads (role, indexes, term) are safe from anywhere."""
+
+    # pysyncobj's own state that the corrections write (name-mangled).
+    _SyncObj__raftCommitIndex: int
 
     def __init__(
         self,
@@ -558,7 +571,10 @@ class RaftNode(SyncObj):
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._reported_applied = 0
+        self._next_timeout_check = 0.0
         self._joining = config.join
+        self._last_leader: Any = None
+        # Leaders this member has seen take over (etcd_server_leader_changes_seen_total).
         self.leader_changes = 0
         self.tick_errors = 0
         conf = config.syncobj_conf()
@@ -623,6 +639,10 @@ class RaftNode(SyncObj):
         except Exception:
             self.tick_errors += 1
             log.exception("Raft tick failed")
+        leader = self._SyncObj__raftLeader
+        if leader is not None and leader != self._last_leader:
+            self._last_leader = leader
+            self.leader_changes += 1
         applied = self._SyncObj__raftLastApplied
         if applied != self._reported_applied:
             self._reported_applied = applied
@@ -646,7 +666,24 @@ class RaftNode(SyncObj):
         if self._stopped or self._loop is None:
             return
         self.tick()
+        now = time.monotonic()
+        if now >= self._next_timeout_check:
+            self._next_timeout_check = now + 0.5
+            self._expire_silent_connections()
         self._timer = self._loop.call_later(self.config.tick_interval, self._timed_tick)
+
+    def _expire_silent_connections(self) -> None:
+        """pysyncobj checks a connection's read timeout only when an event
+        arrives on it, so a connection whose peer went silent mid-handshake
+        would hang for good; check them all now and then."""
+        transport = self._SyncObj__transport
+        connections = list(getattr(transport, "_connections", {}).values())
+        connections += list(getattr(transport, "_unknownConnections", ()))
+        for conn in connections:
+            try:
+                conn._TcpConnection__processConnectionTimeout()
+            except Exception:
+                log.exception("checking a Raft connection failed")
 
     def stop(self) -> None:
         if self._stopped:
@@ -659,8 +696,6 @@ class RaftNode(SyncObj):
             self._poller.unsubscribe_all()
 
     def _state_changed(self, old: int, new: int) -> None:
-        if new == _RAFT_STATE.LEADER or old == _RAFT_STATE.LEADER:
-            self.leader_changes += 1
         if self._on_role_change is not None:
             self._on_role_change(ROLE_NAMES.get(new, "unknown"))
 
@@ -741,9 +776,7 @@ class RaftNode(SyncObj):
         self.removeNodeFromCluster(address, callback=_membership_done(callback))
         self._request_tick()
 
-    def transfer_leadership(
-        self, address: str | None, callback: Callable[[ProposalError | None], None]
-    ) -> None:
+    def transfer_leadership(self, address: str | None, callback: Callable[[ProposalError | None], None]) -> None:
         """Ask the target (None: the most caught-up follower) to take over;
         refused while the target is not fully caught up."""
         self.transferLeadership(address, callback=_membership_done(callback))
@@ -834,10 +867,7 @@ class RaftNode(SyncObj):
                 callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
 
     def _SyncObj__deleteEntriesTo(self, to_idx: int) -> None:
-        if (
-            Correction.COMPACTION_INSTALL_RACE in self.corrections
-            and to_idx > self._SyncObj__getCurrentLogIndex()
-        ):
+        if Correction.COMPACTION_INSTALL_RACE in self.corrections and to_idx > self._SyncObj__getCurrentLogIndex():
             log.warning("refused to compact the log to %d, past its end", to_idx)
             return
         SyncObj._SyncObj__deleteEntriesTo(self, to_idx)
@@ -848,4 +878,3 @@ def _membership_done(callback: Callable[[Any], None]) -> Callable[[Any, int], No
         callback(None if err == FAIL_REASON.SUCCESS else proposal_error(err))
 
     return done
-

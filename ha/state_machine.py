@@ -92,7 +92,7 @@ class StateMachine:
         if handler is None:
             raise CommandFailed(ErrorCode.UNKNOWN_OPERATION, "unknown operation (from a newer version?)")
         check_command(cmd)
-        return handler(getattr(cmd, op))  # type: ignore[arg-type]
+        return handler(getattr(cmd, op))
 
     def snapshot(self) -> bytes:
         with self._lock:
@@ -203,8 +203,7 @@ class StateMachine:
             if start_revision <= self._kv.compact_revision:
                 raise CommandFailed(
                     ErrorCode.COMPACTED,
-                    f"watch from revision {start_revision} is compacted "
-                    f"(compact_revision={self._kv.compact_revision})",
+                    f"watch from revision {start_revision} is compacted (compact_revision={self._kv.compact_revision})",
                     compact_revision=self._kv.compact_revision,
                 )
             events = self._kv.events_since(start_revision, key, range_end, max_events)
@@ -382,8 +381,7 @@ class StateMachine:
         if req.revision <= self._kv.compact_revision:
             raise CommandFailed(
                 ErrorCode.COMPACTED,
-                f"revision {req.revision} is already compacted "
-                f"(compact_revision={self._kv.compact_revision})",
+                f"revision {req.revision} is already compacted (compact_revision={self._kv.compact_revision})",
                 compact_revision=self._kv.compact_revision,
             )
         if req.revision > self._kv.revision:
@@ -454,5 +452,3 @@ class StateMachine:
         if self._members.pop(req.id, None) is None:
             raise CommandFailed(ErrorCode.MEMBER_NOT_FOUND, f"member {req.id!r} not found")
         return self._done()
-
-

@@ -101,7 +101,6 @@ class Store:
 
     def on_role_change(self, role: str) -> None:
         if role == "leader":
-            self.metrics.leader_changes.inc()
             self._promote_leases = True
 
     # -- lifecycle ---------------------------------------------------------------
@@ -376,9 +375,7 @@ class Store:
         await self.committer.barrier()
         for m in self.members():
             if m.id == req.id or m.raft_address == req.raft_address:
-                raise CommandFailed(
-                    ErrorCode.INVALID_ARGUMENT, f"{m.id} ({m.raft_address}) is already a member"
-                )
+                raise CommandFailed(ErrorCode.INVALID_ARGUMENT, f"{m.id} ({m.raft_address}) is already a member")
         member = cluster_pb2.Member(id=req.id, raft_address=req.raft_address, grpc_address=req.grpc_address)
         await self._propose(internal_pb2.Command(member_set=member))
         await self._membership(self.node.add_member, req.raft_address, present=True)
@@ -419,7 +416,9 @@ class Store:
             if error is None or (address in self.node.member_addresses()) == present:
                 return
             if not self.node.is_leader:
-                raise NotLeader("lost leadership during a membership change", self.member_id_of(self.node.leader_address))
+                raise NotLeader(
+                    "lost leadership during a membership change", self.member_id_of(self.node.leader_address)
+                )
             if time.monotonic() > deadline:
                 if error.outcome_unknown or error.reason == -1:
                     raise OutcomeUnknown(f"membership change: {error}")
@@ -509,6 +508,10 @@ class Store:
         return {
             "raftkube_raft_term": ("The Raft term this master is in.", node.term),
             "raftkube_raft_is_leader": ("1 if this master is the Raft leader.", float(node.is_leader)),
+            "raftkube_raft_leader_changes_seen_total": (
+                "Leader changes this master saw (etcd_server_leader_changes_seen_total).",
+                node.leader_changes,
+            ),
             "raftkube_raft_has_leader": ("1 if a leader is known.", float(node.leader_address is not None)),
             "raftkube_raft_commit_index": ("The highest log index known committed.", node.commit_index),
             "raftkube_raft_applied_index": ("The highest log index applied here.", node.applied_index),

@@ -18,9 +18,7 @@ def check_key(key: bytes, what: str = "key") -> None:
     if not key:
         raise CommandFailed(ErrorCode.INVALID_ARGUMENT, f"{what} is empty")
     if len(key) > limits.MAX_KEY_BYTES:
-        raise CommandFailed(
-            ErrorCode.KEY_TOO_LARGE, f"{what} is {len(key)} bytes, the limit is {limits.MAX_KEY_BYTES}"
-        )
+        raise CommandFailed(ErrorCode.KEY_TOO_LARGE, f"{what} is {len(key)} bytes, the limit is {limits.MAX_KEY_BYTES}")
 
 
 def check_range_end(range_end: bytes) -> None:

@@ -38,7 +38,7 @@ def _run(fn: Callable[[], Any]) -> None:
     try:
         fn()
     except grpc.RpcError as e:
-        click.echo(f"error: {e.code().name}: {e.details()}", err=True)  # type: ignore[attr-defined]
+        click.echo(f"error: {e.code().name}: {e.details()}", err=True)
         sys.exit(1)
 
 
@@ -67,7 +67,7 @@ def status(client: StoreClient) -> None:
             try:
                 s = client.status(endpoint)
             except grpc.RpcError as e:
-                click.echo(f"{endpoint:22} unreachable: {e.code().name}")  # type: ignore[attr-defined]
+                click.echo(f"{endpoint:22} unreachable: {e.code().name}")
                 continue
             click.echo(
                 f"{endpoint:22} {s.id:6} {s.role:9} term={s.term} leader={s.leader_id or '-'} "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from control_plane.local_cluster import LocalCluster
+from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
 from ha.client import StoreClient, never_reached_store
 from ha.keys import prefix_end
 from ha.storepb import kv_pb2
@@ -170,7 +170,9 @@ class Nemesis:
         self._note("write-burst")
         stop = threading.Event()
         threads = [
-            threading.Thread(target=unique_writer, args=(self.cluster.endpoints, self.rec, stop, b"/chaos/burst/%d/" % i))
+            threading.Thread(
+                target=unique_writer, args=(self.cluster.endpoints, self.rec, stop, b"/chaos/burst/%d/" % i)
+            )
             for i in range(8)
         ]
         for t in threads:
@@ -287,6 +289,7 @@ def main() -> None:
     parser.add_argument("--dir", default=None)
     parser.add_argument("--clients", type=int, default=6)
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
     directory = args.dir or tempfile.mkdtemp(prefix="raftkube-chaos-")
     print(f"fault campaign: {args.seconds:g}s, seed {args.seed}, cluster in {directory}", flush=True)
     report = run_campaign(args.seconds, directory, args.seed, args.clients)

@@ -38,19 +38,19 @@ def op_range(key: bytes, range_end: bytes = b"") -> kv_pb2.RequestOp:
     return kv_pb2.RequestOp(request_range=kv_pb2.RangeRequest(key=key, range_end=range_end))
 
 
-def cmp_value(key: bytes, value: bytes, result: int = Compare.EQUAL) -> kv_pb2.Compare:
+def cmp_value(key: bytes, value: bytes, result: kv_pb2.Compare.CompareResult = Compare.EQUAL) -> kv_pb2.Compare:
     return Compare(key=key, target=Compare.VALUE, result=result, value=value)
 
 
-def cmp_mod(key: bytes, revision: int, result: int = Compare.EQUAL) -> kv_pb2.Compare:
+def cmp_mod(key: bytes, revision: int, result: kv_pb2.Compare.CompareResult = Compare.EQUAL) -> kv_pb2.Compare:
     return Compare(key=key, target=Compare.MOD, result=result, mod_revision=revision)
 
 
-def cmp_version(key: bytes, version: int, result: int = Compare.EQUAL) -> kv_pb2.Compare:
+def cmp_version(key: bytes, version: int, result: kv_pb2.Compare.CompareResult = Compare.EQUAL) -> kv_pb2.Compare:
     return Compare(key=key, target=Compare.VERSION, result=result, version=version)
 
 
-def cmp_create(key: bytes, revision: int, result: int = Compare.EQUAL) -> kv_pb2.Compare:
+def cmp_create(key: bytes, revision: int, result: kv_pb2.Compare.CompareResult = Compare.EQUAL) -> kv_pb2.Compare:
     return Compare(key=key, target=Compare.CREATE, result=result, create_revision=revision)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,15 +19,10 @@ from typing import Any
 
 from pysyncobj.transport import TCPTransport
 
+from control_plane.local_cluster import free_port
 from ha.raft_node import ALL_CORRECTIONS, Correction, ProposalError, RaftConfig, RaftNode
 from ha.state_machine import StateMachine
 from ha.storepb import internal_pb2, kv_pb2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Network:
@@ -57,7 +51,7 @@ class Network:
     def transport_class(self) -> type:
         net = self
 
-        class FilteringTransport(TCPTransport):  # type: ignore[misc]
+        class FilteringTransport(TCPTransport):
             def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
                 super().__init__(syncObj, selfNode, otherNodes)
                 net.transports[selfNode.id] = self
@@ -178,11 +172,13 @@ class HandCluster:
         node.submit(list(commands), proposal.callback)
         return proposal
 
+    def settle(self, proposal: Proposal, nodes: Iterable[RaftNode] | None = None, timeout: float = 15.0) -> None:
+        """Tick (the chosen nodes) until `proposal` has its answer."""
+        self.tick_until(lambda: proposal.done, nodes, timeout)
+
     def caught_up(self, nodes: Iterable[RaftNode] | None = None) -> bool:
         chosen = list(self.nodes if nodes is None else nodes)
-        return len({n.applied_index for n in chosen}) == 1 and all(
-            n.applied_index == n.commit_index for n in chosen
-        )
+        return len({n.applied_index for n in chosen}) == 1 and all(n.applied_index == n.commit_index for n in chosen)
 
 
 def put(key: bytes, value: bytes) -> bytes:

@@ -70,8 +70,5 @@ class Writers:
 
 def stored_keys(client: StoreClient, prefix: bytes, endpoint: str | None = None) -> set[bytes]:
     request = kv_pb2.RangeRequest(key=prefix, range_end=prefix_end(prefix), keys_only=True)
-    if endpoint is None:
-        resp = client.range(request)
-    else:
-        resp = client.kv(endpoint).Range(request, timeout=10)
+    resp = client.range(request) if endpoint is None else client.kv(endpoint).Range(request, timeout=10)
     return {kv.key for kv in resp.kvs}

@@ -116,7 +116,7 @@ def test_a_watch_on_a_follower_sees_every_revision_once_across_a_leader_change(c
         reader = threading.Thread(target=collect, daemon=True)
         reader.start()
         others = [m.grpc_address for m in cluster.masters if m.id != leader]
-        writers = Writers(others + [cluster.spec(leader).grpc_address]).start()
+        writers = Writers([*others, cluster.spec(leader).grpc_address]).start()
         try:
             writers.wait_for_acks(50, since=0, timeout=30)
             cluster.kill(leader)
@@ -125,7 +125,9 @@ def test_a_watch_on_a_follower_sees_every_revision_once_across_a_leader_change(c
         finally:
             writers.stop()
         cluster.wait_ready(30)
-        final_revision[0] = client.range(kv_pb2.RangeRequest(key=b"/w/", range_end=b"/w0", count_only=True)).header.revision
+        final_revision[0] = client.range(
+            kv_pb2.RangeRequest(key=b"/w/", range_end=b"/w0", count_only=True)
+        ).header.revision
         done.set()
         deadline = time.monotonic() + 20
         while (not seen or seen[-1][0] < final_revision[0]) and time.monotonic() < deadline:
@@ -136,3 +138,24 @@ def test_a_watch_on_a_follower_sees_every_revision_once_across_a_leader_change(c
     # Every write here is one put, so one revision per event, with no gap.
     assert revisions == list(range(start, final_revision[0] + 1))
     assert {key for _, key in seen} >= set(writers.acked)
+
+
+def test_repeated_leader_kills_keep_the_cluster_live(cluster: LocalCluster) -> None:
+    """Every restarted master must reconnect to the others: a Raft handshake
+    once stalled for good after a few restarts (a watcher of a closed socket
+    swallowed the next socket's events, and nothing timed the stall out)."""
+    with cluster.client(timeout=1.0, retry_for=0) as client:
+        for trial in range(6):
+            leader = cluster.wait_ready(30)
+            cluster.kill(leader)
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    client.put(b"/live/%d" % trial, b"x")
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, f"no write committed after killing {leader} (trial {trial})"
+                    client._current = (client._current + 1) % len(client.endpoints)
+            cluster.start(leader)
+    cluster.wait_ready(30)
+    assert len(converged_hashes(cluster)) == 1

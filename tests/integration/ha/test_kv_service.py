@@ -57,7 +57,9 @@ def test_paging_with_continue_tokens_is_consistent(client: StoreClient) -> None:
     client.put(b"/t/page/00", b"changed after the first page")
     pages = [first]
     while pages[-1].more:
-        pages.append(client.range(kv_pb2.RangeRequest(key=b"/t/page/", limit=10, continue_token=pages[-1].continue_token)))
+        pages.append(
+            client.range(kv_pb2.RangeRequest(key=b"/t/page/", limit=10, continue_token=pages[-1].continue_token))
+        )
     keys = [kv.key for p in pages for kv in p.kvs]
     assert keys == [b"/t/page/%02d" % i for i in range(25)]
     assert {p.header.revision for p in pages[1:]} == {pages[1].header.revision}
@@ -79,10 +81,12 @@ def test_watch_from_a_past_revision_and_prev_kv(client: StoreClient) -> None:
     first = client.put(b"/t/w/a", b"1").header.revision
     client.put(b"/t/w/a", b"2")
     client.delete(b"/t/w/a")
-    stream = client.watch(kv_pb2.WatchRequest(key=b"/t/w/", range_end=prefix_end(b"/t/w/"), start_revision=first, prev_kv=True))
+    stream = client.watch(
+        kv_pb2.WatchRequest(key=b"/t/w/", range_end=prefix_end(b"/t/w/"), start_revision=first, prev_kv=True)
+    )
     created = next(stream)
     assert created.created
-    events = []
+    events: list[kv_pb2.Event] = []
     while len(events) < 3:
         events.extend(next(stream).events)
     stream.cancel()
@@ -136,8 +140,12 @@ def test_leases_keep_alive_and_expire(client: StoreClient) -> None:
             "the limit is 128",
             id="txn-too-many-ops",
         ),
-        pytest.param(lambda c: c.put(b"/t/l", b"v", lease=424242), grpc.StatusCode.NOT_FOUND, "lease 424242", id="missing-lease"),
-        pytest.param(lambda c: c.lease_revoke(424242), grpc.StatusCode.NOT_FOUND, "lease 424242", id="revoke-missing-lease"),
+        pytest.param(
+            lambda c: c.put(b"/t/l", b"v", lease=424242), grpc.StatusCode.NOT_FOUND, "lease 424242", id="missing-lease"
+        ),
+        pytest.param(
+            lambda c: c.lease_revoke(424242), grpc.StatusCode.NOT_FOUND, "lease 424242", id="revoke-missing-lease"
+        ),
         pytest.param(
             lambda c: c.range(kv_pb2.RangeRequest(key=b"/t/", continue_token="!!not-a-token")),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -154,7 +162,7 @@ def test_bad_input_is_refused_and_stores_nothing(client: StoreClient, call, code
     with pytest.raises(grpc.RpcError) as e:
         call(client)
     assert e.value.code() == code
-    assert message in e.value.details()
+    assert message in str(e.value.details())
     after = client.range(kv_pb2.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)).header.revision
     assert after == before
 
@@ -168,7 +176,7 @@ def test_a_watch_from_a_compacted_revision_says_where_to_relist(client: StoreCli
     with pytest.raises(grpc.RpcError) as e:
         next(stream)
     assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE
-    assert f"compact_revision={current - 1}" in e.value.details()
+    assert f"compact_revision={current - 1}" in str(e.value.details())
     with pytest.raises(grpc.RpcError) as e2:
         client.get(b"/t/c", revision=current - 2)
     assert e2.value.code() == grpc.StatusCode.OUT_OF_RANGE
@@ -201,4 +209,6 @@ def test_status_and_members_from_every_master(cluster: LocalCluster) -> None:
                 break
             assert time.monotonic() < deadline, "masters did not announce their gRPC addresses"
             time.sleep(0.2)
-        assert sorted((m.id, m.grpc_address) for m in members) == sorted((m.id, m.grpc_address) for m in cluster.masters)
+        assert sorted((m.id, m.grpc_address) for m in members) == sorted(
+            (m.id, m.grpc_address) for m in cluster.masters
+        )

@@ -32,9 +32,7 @@ from tests.support.raft_kit import (
     value_of,
 )
 
-DISABLED = frozenset(
-    Correction[name] for name in os.environ.get("RAFTKUBE_DISABLE_CORRECTIONS", "").split(",") if name
-)
+DISABLED = frozenset(Correction[name] for name in os.environ.get("RAFTKUBE_DISABLE_CORRECTIONS", "").split(",") if name)
 
 
 def corrections(variant: str, correction: Correction) -> frozenset[Correction]:
@@ -67,7 +65,7 @@ def test_1_commit_index_is_not_raised_over_an_unverified_log(tmp_path: Path, var
         new = c.elect(rest)
         for i in range(40):
             p = c.propose(new, put(b"k%d" % i, b"v"))
-            c.tick_until(lambda p=p: p.done, rest)
+            c.settle(p, rest)
         c.tick_until(lambda: first_log_index(new) > stale_index + 1, rest)  # compacted past it
         c.network.heal()
         c.network.slow.add(old.address)  # its messages arrive one per tick
@@ -146,7 +144,7 @@ def test_3_conflicting_entries_go_at_once(tmp_path: Path, variant: str) -> None:
         new = c.elect(rest)
         for i in range(30):
             p = c.propose(new, put(b"k%d" % i, b"v"))
-            c.tick_until(lambda p=p: p.done, rest)
+            c.settle(p, rest)
         c.network.heal()
         deadline = time.monotonic() + 8.0
         caught_up = False
@@ -180,7 +178,7 @@ def test_4_a_snapshot_older_than_the_applied_state_is_refused(tmp_path: Path, va
         c.network.isolate(follower.address, c.addresses)
         for i in range(10):
             p = c.propose(leader, put(b"x%d" % i, b"v"))
-            c.tick_until(lambda p=p: p.done, [leader, other])
+            c.settle(p, [leader, other])
         follower_node = next(n for n in leader._SyncObj__raftNextIndex if n.id == follower.address)
         c.network.heal()
         # The follower's replies to the leader are delayed from here on.
@@ -200,7 +198,8 @@ def test_4_a_snapshot_older_than_the_applied_state_is_refused(tmp_path: Path, va
         snapshot_index = first_log_index(leader) + 1
         for i in range(3):
             p = c.propose(leader, put(b"y%d" % i, b"v"))
-            c.tick_until(lambda p=p: p.done and follower.applied_index >= leader.commit_index)
+            c.settle(p)
+            c.tick_until(lambda: follower.applied_index >= leader.commit_index)
         applied = follower.applied_index
         assert applied > snapshot_index
         # Now the stale resets arrive, a heartbeat interval before the
@@ -248,9 +247,7 @@ def test_6_chunked_sends_of_large_entries_complete(tmp_path: Path, variant: str)
         leader = c.elect()
         c.tick_until(c.caught_up)
         first = last_log_index(leader) + 1
-        proposals = [
-            c.propose(leader, _entry_crossing_a_chunk_boundary(first + i, leader.term)) for i in range(5)
-        ]
+        proposals = [c.propose(leader, _entry_crossing_a_chunk_boundary(first + i, leader.term)) for i in range(5)]
         try:
             c.tick_until(lambda: all(p.done for p in proposals) and c.caught_up(), timeout=10)
             replicated = True
@@ -307,9 +304,7 @@ def test_5_a_compaction_started_before_an_install_is_abandoned(
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_5_the_log_is_never_cut_past_its_end(tmp_path: Path, variant: str) -> None:
-    with hand_cluster(
-        tmp_path, corrections=corrections(variant, Correction.COMPACTION_INSTALL_RACE)
-    ) as c:
+    with hand_cluster(tmp_path, corrections=corrections(variant, Correction.COMPACTION_INSTALL_RACE)) as c:
         leader = c.elect()
         c.tick_until(c.caught_up)
         follower = c.others(leader)[0]

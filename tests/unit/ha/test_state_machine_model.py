@@ -55,7 +55,7 @@ class Model:
             self.revision += 1
             self.history[self.revision] = state
 
-    def put(self, key: bytes, value: bytes, lease: int, state: dict | None = None) -> None:  # type: ignore[type-arg]
+    def put(self, key: bytes, value: bytes, lease: int, state: dict | None = None) -> None:
         target = dict(self.now) if state is None else state
         prev = target.get(key)
         rev = self.revision + 1
