@@ -6,9 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
-# Debian packages the tests need. iptables and iproute2 let the fault tests
-# cut links between masters.
-DEBIAN_PACKAGES := iptables iproute2 procps
+# Debian packages the tests need (none yet: the node agent's runc and the
+# partition tests' iptables will be listed here).
+DEBIAN_PACKAGES :=
 CLUSTER_DIR ?= .raftkube
 CHAOS_SECONDS ?= 300
 PYTEST_ARGS ?=
