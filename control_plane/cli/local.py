@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -9,6 +11,18 @@ import threading
 import click
 
 from control_plane.local_cluster import LocalCluster
+
+
+def _command_name() -> str:
+    """How the user can run this command again: `raftkube` when that is on
+    PATH, else the path it was started by (e.g. .venv/bin/raftkube)."""
+    invoked = sys.argv[0]
+    found = shutil.which("raftkube")
+    if found and os.path.realpath(found) == os.path.realpath(invoked):
+        return "raftkube"
+    if os.path.basename(invoked) == "raftkube":
+        return os.path.relpath(invoked)
+    return "raftkube"
 
 
 def describe(cluster: LocalCluster, leader: str) -> str:
@@ -19,11 +33,12 @@ def describe(cluster: LocalCluster, leader: str) -> str:
             f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
         )
     endpoints = ",".join(cluster.endpoints)
+    raftkube = _command_name()
     lines += [
         "",
         "Reach it:",
-        f"  raftkube store --dir {cluster.directory} status",
-        f"  raftkube store --dir {cluster.directory} put /hello world",
+        f"  {raftkube} store --dir {cluster.directory} status",
+        f"  {raftkube} store --dir {cluster.directory} put /hello world",
         f"  grpcurl -plaintext {cluster.endpoints[0]} list",
         f"  export RAFTKUBE_ENDPOINTS={endpoints}",
     ]
@@ -50,7 +65,7 @@ def up(directory: str, masters: int, detach: bool, timeout: float) -> None:
         sys.exit(1)
     click.echo(describe(cluster, leader))
     if detach:
-        click.echo(f"\nStop it with: raftkube down --dir {cluster.directory}")
+        click.echo(f"\nStop it with: {_command_name()} down --dir {cluster.directory}")
         return
     click.echo("\nRunning in the foreground; Ctrl-C stops every master.")
     stopped = threading.Event()
