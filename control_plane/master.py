@@ -144,6 +144,7 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: _log_raft_state(store_server))
     health_task = loop.create_task(_report_health(store_server, health_servicer))
     if ready is not None:
         ready.set()
@@ -159,6 +160,17 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         if metrics_server is not None:
             metrics_server.shutdown()
         del store
+
+
+def _log_raft_state(store_server: StoreServer) -> None:
+    node = store_server.node
+    if node is None:
+        return
+    status = node.raft_status()
+    log.warning("raft state: role=%s term=%s leader=%s", status["role"], status["term"], status["leader"])
+    log.warning("raft state: %s", node.election_state())
+    for line in node.transport_state():
+        log.warning("raft transport: %s", line)
 
 
 async def _report_health(store_server: StoreServer, servicer: health.aio.HealthServicer) -> None:

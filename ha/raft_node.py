@@ -73,6 +73,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
 from pysyncobj.encryptor import SALT as PSO_SALT
+from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import TCPTransport
@@ -326,13 +327,15 @@ class SnapshotFile:
             self._drop_transmissions()
         return job.result, job.entry_id
 
-    def deserialize(self) -> tuple[None, Any, Any, list[str]]:
+    def deserialize(self) -> tuple[None, Any, Any, list[TCPNode]]:
         """Restore the state machine from the file; pysyncobj gets the log
-        position it covers (the state itself it must not touch: None)."""
+        position it covers (the state itself it must not touch: None) and
+        the members, as nodes: it drops itself from that list by comparing
+        nodes, and a plain address would never equal its own node."""
         header, state = _read_snapshot(self._path)
         last_entry, prev_entry, addresses = header
         self._sm.restore(state)
-        return None, last_entry, prev_entry, addresses
+        return None, last_entry, prev_entry, [TCPNode(a) for a in addresses]
 
     # Sending to a follower that is too far behind (leader).
 
@@ -781,6 +784,42 @@ class RaftNode(SyncObj):
         refused while the target is not fully caught up."""
         self.transferLeadership(address, callback=_membership_done(callback))
         self._request_tick()
+
+    def election_state(self) -> str:
+        """What decides this member's elections, for diagnosis."""
+        raft_log = self._SyncObj__raftLog
+        return (
+            f"log=[{raft_log[0][1]}..{raft_log[-1][1]}] last-term={raft_log[-1][2]} "
+            f"commit={self.commit_index} applied={self.applied_index} "
+            f"voted-for={self._SyncObj__votedForNodeId} "
+            f"election-in={self._SyncObj__raftElectionDeadline - time.monotonic():.2f}s "
+            f"transfer={self._SyncObj__transferInProgress} joining={self._joining} "
+            f"others={sorted(n.id for n in self._SyncObj__otherNodes)}"
+        )
+
+    def transport_state(self) -> list[str]:
+        """One line per Raft connection, for diagnosing a member that cannot
+        reach its peers (logged on SIGUSR2 by the master)."""
+        transport = self._SyncObj__transport
+        connected = self._SyncObj__connectedNodes
+        lines = []
+        for node, conn in sorted(getattr(transport, "_connections", {}).items(), key=lambda kv: kv[0].id):
+            lines.append(
+                f"peer {node.id}: raft-connected={node in connected} tcp-state={conn.state} "
+                f"fd={conn.fileno()} handshake={'done' if conn.sendRandKey else 'pending'} "
+                f"idle={time.monotonic() - conn._TcpConnection__lastReadTime:.1f}s "
+                f"unsent={conn.getSendBufferSize()} unread={len(conn._TcpConnection__readBuffer)}"
+            )
+        for conn in getattr(transport, "_unknownConnections", ()):
+            lines.append(
+                f"unidentified incoming: tcp-state={conn.state} fd={conn.fileno()} "
+                f"handshake={'done' if conn.sendRandKey else 'pending'} "
+                f"idle={time.monotonic() - conn._TcpConnection__lastReadTime:.1f}s "
+                f"unread={len(conn._TcpConnection__readBuffer)}"
+            )
+        if isinstance(self._poller, _LoopPoller):
+            lines.append(f"loop-watched fds: {sorted(self._poller._masks.items())}")
+        return lines
 
     def member_addresses(self) -> list[str]:
         """Raft's own view of the voting members."""

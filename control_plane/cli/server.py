@@ -35,6 +35,15 @@ def parse_peers(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--heartbeat-interval", default=0.05, show_default=True, help="Seconds.")
 @click.option("--history-revisions", default=50_000, show_default=True, help="Revisions kept for watches.")
 @click.option(
+    "--snapshot-entries",
+    default=5000,
+    show_default=True,
+    help="Snapshot the state and compact the Raft log after this many log entries (etcd's --snapshot-count).",
+)
+@click.option(
+    "--snapshot-interval", default=300.0, show_default=True, help="...or after this many seconds, if shorter."
+)
+@click.option(
     "--join",
     is_flag=True,
     help="This master is being added to a running cluster (after `store member-add`): "
@@ -54,6 +63,8 @@ def server(
     election_timeout_max: float,
     heartbeat_interval: float,
     history_revisions: int,
+    snapshot_entries: int,
+    snapshot_interval: float,
     join: bool,
     log_level: str,
     log_format: str,
@@ -79,6 +90,7 @@ def server(
             heartbeat_interval=heartbeat_interval,
             history_revisions=history_revisions,
             join=join,
+            extra_raft={"log_compaction_min_entries": snapshot_entries, "log_compaction_min_time": snapshot_interval},
         )
         # uvloop: grpc.aio and the Raft sockets share this loop, and its
         # per-event cost is what the master's throughput is made of.

@@ -236,7 +236,9 @@ def _final_state(cluster: LocalCluster, timeout: float = 60.0) -> tuple[set[str]
 
 def run_campaign(seconds: float, directory: str, seed: int = 1, clients: int = 6) -> Report:
     rng = random.Random(seed)
-    cluster = LocalCluster.create(directory, 3)
+    # Frequent snapshots, so restarts and lagging followers go through
+    # snapshot installs and compaction, not just the log.
+    cluster = LocalCluster.create(directory, 3, server_args=["--snapshot-entries", "200"])
     rec = Recorder()
     nemesis = Nemesis(cluster, rec, rng)
     started = time.monotonic()

@@ -159,3 +159,29 @@ def test_repeated_leader_kills_keep_the_cluster_live(cluster: LocalCluster) -> N
             cluster.start(leader)
     cluster.wait_ready(30)
     assert len(converged_hashes(cluster)) == 1
+
+
+def test_masters_restarted_from_snapshots_still_fail_over(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Snapshots every 50 log entries: every master restarts from one, and
+    then the cluster must still survive the loss of its leader."""
+    cluster = make_cluster(server_args=["--snapshot-entries", "50"])
+    writers = Writers(cluster.endpoints).start()
+    try:
+        writers.wait_for_acks(400, since=0, timeout=60)
+        for m in cluster.masters:
+            cluster.kill(m.id)
+            cluster.start(m.id)
+            cluster.wait_ready(30)
+        with cluster.client() as client:
+            for m in cluster.masters:
+                status = client.status(m.grpc_address)
+                assert {p.id for p in status.peers} == {o.id for o in cluster.masters if o.id != m.id}
+        leader = cluster.leader()
+        cluster.kill(leader)
+        killed = time.monotonic()
+        writers.wait_for_acks(50, since=killed + 0.1, timeout=30)
+    finally:
+        writers.stop()
+    with cluster.client() as client:
+        stored = stored_keys(client, b"/w/")
+    assert not [k for k in writers.acked if k not in stored]
