@@ -404,6 +404,7 @@ class SnapshotFile:
             self._generation += 1
             os.replace(self._incoming_path, self._path)
         _fsync_dir(self._path)
+        log.info("installing a snapshot from the leader at index %d (applied here: %d)", snapshot_index, applied)
         return True
 
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -192,6 +193,7 @@ class Report:
     counts: Counter[str]
     faults: list[str]
     seconds: float
+    snapshot_installs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -204,6 +206,7 @@ class Report:
                 f"campaign: {self.seconds:.0f}s, {self.verdict.operations} register operations on "
                 f"{self.verdict.keys} keys; {kinds}",
                 f"faults: {len(self.faults)}: " + "; ".join(self.faults),
+                f"snapshots installed from a leader: {self.snapshot_installs}",
                 f"linearizable: {'yes' if self.verdict.ok else 'NO, keys ' + str(self.verdict.failed_keys)}",
                 f"acknowledged unique writes missing: {len(self.missing)}",
                 f"replica state hashes: {len(self.hashes)} distinct",
@@ -279,7 +282,12 @@ def run_campaign(seconds: float, directory: str, seed: int = 1, clients: int = 6
             }
         missing = [k for k in rec.unique_acked if k not in stored]
         verdict = check(rec.ops)
-        return Report(verdict, missing, hashes, caught_up, rec.counts, nemesis.log, time.monotonic() - started)
+        installs = sum(
+            Path(m.log_path).read_text(errors="replace").count("installing a snapshot") for m in cluster.masters
+        )
+        return Report(
+            verdict, missing, hashes, caught_up, rec.counts, nemesis.log, time.monotonic() - started, installs
+        )
     finally:
         cluster.stop()
 
