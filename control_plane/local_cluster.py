@@ -69,6 +69,7 @@ class MasterSpec:
     metrics_address: str
     data_dir: str
     pid: int = 0
+    api_address: str = ""
 
     @property
     def log_path(self) -> str:
@@ -101,6 +102,7 @@ class LocalCluster:
             cluster.masters.append(cluster._new_spec(f"m{i + 1}", host))
         cluster._write_secret()
         cluster.save()
+        cluster.write_kubeconfig()
         return cluster
 
     def _new_spec(self, member_id: str, host: str = "127.0.0.1") -> MasterSpec:
@@ -110,6 +112,7 @@ class LocalCluster:
             grpc_address=f"{host}:{free_port(host)}",
             metrics_address=f"{host}:{free_port(host)}",
             data_dir=os.path.join(self.directory, member_id),
+            api_address=f"{host}:{free_port(host)}",
         )
 
     @classmethod
@@ -141,6 +144,35 @@ class LocalCluster:
             f.write(secrets.token_urlsafe(32) + "\n")
 
     @property
+    def kubeconfig_path(self) -> str:
+        return os.path.join(self.directory, "admin.kubeconfig")
+
+    def write_kubeconfig(self) -> None:
+        """An admin kubeconfig for real kubectl, one context per master
+        (the default one is the first master)."""
+        contexts, clusters = [], []
+        for m in self.masters:
+            clusters.append({"name": m.id, "cluster": {"server": f"http://{m.api_address}"}})
+            contexts.append({"name": m.id, "context": {"cluster": m.id, "user": "admin", "namespace": "default"}})
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": clusters,
+            "contexts": contexts,
+            "current-context": self.masters[0].id,
+            "users": [{"name": "admin", "user": {}}],
+            "preferences": {},
+        }
+        fd = os.open(self.kubeconfig_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f, indent=2)
+        os.replace(self.kubeconfig_path + ".tmp", self.kubeconfig_path)
+
+    @property
+    def api_endpoints(self) -> list[str]:
+        return [f"http://{m.api_address}" for m in self.masters]
+
+    @property
     def endpoints(self) -> list[str]:
         return [m.grpc_address for m in self.masters]
 
@@ -168,6 +200,8 @@ class LocalCluster:
             spec.grpc_address,
             "--metrics-address",
             spec.metrics_address,
+            "--api-address",
+            spec.api_address,
             "--cluster-secret-file",
             self.secret_path,
         ]

@@ -17,14 +17,20 @@ import sys
 from dataclasses import dataclass, field
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from control_plane.apis.errors import ApiError
+from control_plane.apiserver.components import component_statuses
+from control_plane.apiserver.metrics import ApiMetrics
+from control_plane.apiserver.rest import RestApi
+from control_plane.apiserver.service import ApiService
 from ha.limits import MAX_VALUE_BYTES
 from ha.raft_node import RaftConfig
 from ha.server import SERVICE_NAMES, StoreServer
-from ha.store import StoreOptions
+from ha.store import Store, StoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ class MasterConfig:
     # id -> raft address, including or not including this master.
     peers: dict[str, str]
     cluster_secret: str
+    # HOST:PORT of the Kubernetes-compatible REST API ("" serves none).
+    api_address: str = ""
     metrics_address: str = ""
     election_timeout_min: float = 0.35
     election_timeout_max: float = 0.7
@@ -146,6 +154,7 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR2, lambda: _log_raft_state(store_server))
     health_task = loop.create_task(_report_health(store_server, health_servicer))
+    api_runner = await _start_api(config, store, registry) if config.api_address else None
     if ready is not None:
         ready.set()
     try:
@@ -155,11 +164,54 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         health_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await health_task
+        if api_runner is not None:
+            await api_runner.cleanup()
         await grpc_server.stop(grace=1.0)
         await store_server.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
         del store
+
+
+async def _start_api(config: MasterConfig, store: Store, registry: CollectorRegistry) -> web.AppRunner:
+    service = ApiService(store)
+
+    async def readiness() -> list[tuple[str, bool, str]]:
+        status = await store.status()
+        return [
+            ("store-quorum", status.has_quorum, "this master cannot reach a majority of the store"),
+            ("store-leader", bool(status.leader_id), "no store leader is known"),
+        ]
+
+    rest = RestApi(
+        service,
+        ApiMetrics(registry),
+        server_address=config.api_address,
+        readiness=readiness,
+        virtual_lists={"componentstatuses": lambda: component_statuses(service, store)},
+    )
+    runner = web.AppRunner(rest.app, access_log=None)
+    await runner.setup()
+    host, _, port = config.api_address.rpartition(":")
+    try:
+        await web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True).start()
+    except OSError as e:
+        raise ConfigError(f"cannot listen for the API on {config.api_address}: {e.strerror}") from None
+    asyncio.get_running_loop().create_task(_bootstrap(service))
+    log.info("master %s serving the Kubernetes API on http://%s", config.member_id, config.api_address)
+    return runner
+
+
+async def _bootstrap(service: ApiService) -> None:
+    """The system namespaces exist on every cluster; any master may create
+    them (creating an existing one is a harmless conflict)."""
+    while True:
+        try:
+            await service.ensure_system_namespaces()
+            return
+        except ApiError as e:
+            log.debug("bootstrapping namespaces: %s", e)
+            await asyncio.sleep(0.5)
 
 
 def _log_raft_state(store_server: StoreServer) -> None:

@@ -29,7 +29,7 @@ def describe(cluster: LocalCluster, leader: str) -> str:
     lines = [f"raftkube: {len(cluster.masters)} masters are up in {cluster.directory} (leader: {leader})", ""]
     for m in cluster.masters:
         lines.append(
-            f"  {m.id}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
+            f"  {m.id}  API http://{m.api_address}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
             f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
         )
     endpoints = ",".join(cluster.endpoints)
@@ -37,6 +37,7 @@ def describe(cluster: LocalCluster, leader: str) -> str:
     lines += [
         "",
         "Reach it:",
+        f"  kubectl --kubeconfig {cluster.kubeconfig_path} get namespaces",
         f"  {raftkube} store --dir {cluster.directory} status",
         f"  {raftkube} store --dir {cluster.directory} put /hello world",
         f"  grpcurl -plaintext {cluster.endpoints[0]} list",

@@ -30,6 +30,7 @@ def parse_peers(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--peer", "peers", multiple=True, help="ID=HOST:PORT of another master's Raft address (repeat).")
 @click.option("--cluster-secret-file", type=click.Path(dir_okay=False), help="The secret all masters share.")
 @click.option("--metrics-address", default="", help="HOST:PORT to serve Prometheus /metrics on.")
+@click.option("--api-address", default="", help="HOST:PORT to serve the Kubernetes REST API on (HTTP).")
 @click.option("--election-timeout-min", default=0.35, show_default=True, help="Seconds.")
 @click.option("--election-timeout-max", default=0.7, show_default=True, help="Seconds.")
 @click.option("--heartbeat-interval", default=0.05, show_default=True, help="Seconds.")
@@ -59,6 +60,7 @@ def server(
     peers: tuple[str, ...],
     cluster_secret_file: str | None,
     metrics_address: str,
+    api_address: str,
     election_timeout_min: float,
     election_timeout_max: float,
     heartbeat_interval: float,
@@ -85,6 +87,7 @@ def server(
             peers=parse_peers(peers),
             cluster_secret=read_cluster_secret(cluster_secret_file),
             metrics_address=metrics_address,
+            api_address=api_address,
             election_timeout_min=election_timeout_min,
             election_timeout_max=election_timeout_max,
             heartbeat_interval=heartbeat_interval,

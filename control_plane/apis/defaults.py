@@ -1,0 +1,157 @@
+"""Defaulting of API objects, as Kubernetes defaults them, so that what a
+client reads back is what it would read from Kubernetes. Mutates in place;
+never overrides a value the client set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Defaulter = Callable[[dict[str, Any]], None]
+
+
+def _container(c: dict[str, Any]) -> None:
+    image = str(c.get("image", ""))
+    tag = image.rsplit("/", 1)[-1]
+    latest = "@" not in tag and (":" not in tag or tag.endswith(":latest"))
+    c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    c.setdefault("resources", {})
+    for port in c.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+
+
+def default_pod_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("enableServiceLinks", True)
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if isinstance(c, dict):
+            _container(c)
+
+
+def _template(spec: dict[str, Any]) -> None:
+    template = spec.get("template")
+    if isinstance(template, dict):
+        template.setdefault("metadata", {})
+        if isinstance(template.get("spec"), dict):
+            default_pod_spec(template["spec"])
+
+
+def default_pod(obj: dict[str, Any]) -> None:
+    if isinstance(obj.get("spec"), dict):
+        default_pod_spec(obj["spec"])
+    status = obj.setdefault("status", {})
+    status.setdefault("phase", "Pending")
+    status.setdefault("qosClass", "BestEffort")
+
+
+def default_deployment(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        strategy.setdefault("type", "RollingUpdate")
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxSurge", "25%")
+        rolling.setdefault("maxUnavailable", "25%")
+    _template(spec)
+
+
+def default_replica_set(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    _template(spec)
+
+
+def default_stateful_set(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+    if strategy.get("type") == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {"partition": 0})
+    _template(spec)
+
+
+def default_daemon_set(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+    if strategy.get("type") == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {"maxUnavailable": 1, "maxSurge": 0})
+    _template(spec)
+
+
+def default_job_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    if "parallelism" not in spec:
+        spec["parallelism"] = 1
+    if "completions" not in spec:
+        spec["completions"] = 1
+    _template(spec)
+
+
+def default_job(obj: dict[str, Any]) -> None:
+    default_job_spec(obj.setdefault("spec", {}))
+
+
+def default_cron_job(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job = spec.get("jobTemplate")
+    if isinstance(job, dict) and isinstance(job.get("spec"), dict):
+        default_job_spec(job["spec"])
+
+
+def default_service(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "port" in port:
+                port.setdefault("targetPort", port["port"])
+
+
+def default_namespace(obj: dict[str, Any]) -> None:
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("status", {}).setdefault("phase", "Active")
+
+
+def default_secret(obj: dict[str, Any]) -> None:
+    obj.setdefault("type", "Opaque")
+
+
+DEFAULTERS: dict[str, Defaulter] = {
+    "pods": default_pod,
+    "deployments": default_deployment,
+    "replicasets": default_replica_set,
+    "statefulsets": default_stateful_set,
+    "daemonsets": default_daemon_set,
+    "jobs": default_job,
+    "cronjobs": default_cron_job,
+    "services": default_service,
+    "namespaces": default_namespace,
+    "secrets": default_secret,
+}
+
+
+def apply_defaults(plural: str, obj: dict[str, Any]) -> None:
+    defaulter = DEFAULTERS.get(plural)
+    if defaulter is not None:
+        defaulter(obj)

@@ -1,0 +1,362 @@
+"""Validation of API objects, with field paths as Kubernetes reports them
+(`spec.containers[0].image: Required value`). Pure functions of the object.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from typing import Any
+
+from control_plane.apis.errors import Cause
+from control_plane.apis.resources import Resource
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+Check = Callable[[dict[str, Any], list[Cause]], None]
+
+
+def required(causes: list[Cause], path: str) -> None:
+    causes.append(Cause(path, "Required value", "FieldValueRequired"))
+
+
+def bad(causes: list[Cause], path: str, value: Any, why: str) -> None:
+    causes.append(Cause(path, f"Invalid value: {value!r}: {why}", "FieldValueInvalid"))
+
+
+def dns_label(causes: list[Cause], path: str, value: Any) -> None:
+    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.match(value):
+        bad(
+            causes,
+            path,
+            value,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+            "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc')",
+        )
+
+
+def dns_subdomain(causes: list[Cause], path: str, value: Any) -> None:
+    if not isinstance(value, str) or len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+        bad(
+            causes,
+            path,
+            value,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+            "and must start and end with an alphanumeric character (e.g. 'example.com')",
+        )
+
+
+def path_segment(causes: list[Cause], path: str, value: Any) -> None:
+    if not isinstance(value, str) or value in (".", "..") or "/" in value or "%" in value or not value:
+        bad(causes, path, value, "may not be '.' or '..' and may not contain '/' or '%'")
+
+
+def qualified_key(causes: list[Cause], path: str, key: Any) -> None:
+    if not isinstance(key, str):
+        bad(causes, path, key, "must be a string")
+        return
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)):
+        bad(causes, path, key, "prefix part must be a DNS-1123 subdomain")
+    if not name or len(name) > 63 or not QUALIFIED_NAME.match(name):
+        bad(
+            causes,
+            path,
+            key,
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+            "with an alphanumeric character",
+        )
+
+
+def validate_metadata(resource: Resource, obj: dict[str, Any], causes: list[Cause]) -> None:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        required(causes, "metadata")
+        return
+    name = meta.get("name")
+    if not name and not meta.get("generateName"):
+        causes.append(Cause("metadata.name", "Required value: name or generateName is required", "FieldValueRequired"))
+    elif name:
+        if resource.group == "rbac.authorization.k8s.io":
+            path_segment(causes, "metadata.name", name)
+        elif resource.plural in ("namespaces", "services"):
+            dns_label(causes, "metadata.name", name)
+        else:
+            dns_subdomain(causes, "metadata.name", name)
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        bad(causes, "metadata.labels", labels, "must be a map")
+    else:
+        for key, value in labels.items():
+            qualified_key(causes, "metadata.labels", key)
+            if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+                bad(
+                    causes,
+                    "metadata.labels",
+                    value,
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+                    "or '.', and must start and end with an alphanumeric character",
+                )
+    annotations = meta.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        bad(causes, "metadata.annotations", annotations, "must be a map")
+    else:
+        size = 0
+        for key, value in annotations.items():
+            qualified_key(causes, "metadata.annotations", key)
+            size += len(str(key)) + len(str(value))
+        if size > MAX_ANNOTATIONS_BYTES:
+            causes.append(
+                Cause(
+                    "metadata.annotations",
+                    f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes",
+                    "FieldValueTooLong",
+                )
+            )
+    for i, ref in enumerate(meta.get("ownerReferences") or []):
+        for field_name in ("apiVersion", "kind", "name", "uid"):
+            if not isinstance(ref, dict) or not ref.get(field_name):
+                required(causes, f"metadata.ownerReferences[{i}].{field_name}")
+
+
+def _ports(causes: list[Cause], path: str, ports: Any, key: str = "containerPort") -> None:
+    if ports is None:
+        return
+    if not isinstance(ports, list):
+        bad(causes, path, ports, "must be a list")
+        return
+    for i, port in enumerate(ports):
+        value = port.get(key) if isinstance(port, dict) else None
+        if not isinstance(value, int) or not 0 < value < 65536:
+            bad(causes, f"{path}[{i}].{key}", value, "must be between 1 and 65535, inclusive")
+        protocol = port.get("protocol", "TCP") if isinstance(port, dict) else "TCP"
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            causes.append(
+                Cause(
+                    f"{path}[{i}].protocol",
+                    f'Unsupported value: "{protocol}": supported values: "SCTP", "TCP", "UDP"',
+                    "FieldValueNotSupported",
+                )
+            )
+
+
+def validate_pod_spec(
+    spec: Any, path: str, causes: list[Cause], restart_policies: tuple[str, ...] = ("Always", "OnFailure", "Never")
+) -> None:
+    if not isinstance(spec, dict):
+        required(causes, path)
+        return
+    containers = spec.get("containers")
+    if not containers:
+        required(causes, f"{path}.containers")
+    for list_name in ("initContainers", "containers"):
+        items = spec.get(list_name) or []
+        if not isinstance(items, list):
+            bad(causes, f"{path}.{list_name}", items, "must be a list")
+            continue
+        seen: set[str] = set()
+        for i, c in enumerate(items):
+            where = f"{path}.{list_name}[{i}]"
+            if not isinstance(c, dict):
+                bad(causes, where, c, "must be an object")
+                continue
+            name = c.get("name")
+            if not name:
+                required(causes, f"{where}.name")
+            else:
+                dns_label(causes, f"{where}.name", name)
+                if name in seen:
+                    causes.append(Cause(f"{where}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate"))
+                seen.add(name)
+            if not c.get("image"):
+                required(causes, f"{where}.image")
+            _ports(causes, f"{where}.ports", c.get("ports"))
+    policy = spec.get("restartPolicy")
+    if policy is not None and policy not in restart_policies:
+        supported = ", ".join(f'"{p}"' for p in restart_policies)
+        causes.append(
+            Cause(
+                f"{path}.restartPolicy",
+                f'Unsupported value: "{policy}": supported values: {supported}',
+                "FieldValueNotSupported",
+            )
+        )
+
+
+def _selector_matches(selector: Any, labels: dict[str, Any]) -> bool:
+    if not isinstance(selector, dict):
+        return False
+    match_labels = selector.get("matchLabels") or {}
+    if any(labels.get(k) != v for k, v in match_labels.items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return bool(match_labels or selector.get("matchExpressions"))
+
+
+def validate_workload(obj: dict[str, Any], causes: list[Cause], restart: tuple[str, ...] = ("Always",)) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        required(causes, "spec")
+        return
+    replicas = spec.get("replicas")
+    if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
+        bad(causes, "spec.replicas", replicas, "must be greater than or equal to 0")
+    selector = spec.get("selector")
+    template = spec.get("template")
+    if not selector:
+        required(causes, "spec.selector")
+    if not isinstance(template, dict):
+        required(causes, "spec.template")
+        return
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if selector and not _selector_matches(selector, labels):
+        bad(causes, "spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+    validate_pod_spec(template.get("spec"), "spec.template.spec", causes, restart)
+
+
+def validate_job(obj: dict[str, Any], causes: list[Cause]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        required(causes, "spec")
+        return
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        required(causes, "spec.template")
+        return
+    validate_pod_spec(template.get("spec"), "spec.template.spec", causes, ("OnFailure", "Never"))
+    if isinstance(template.get("spec"), dict) and "restartPolicy" not in template["spec"]:
+        causes.append(
+            Cause(
+                "spec.template.spec.restartPolicy",
+                'Required value: valid values: "OnFailure", "Never"',
+                "FieldValueRequired",
+            )
+        )
+
+
+def validate_cron_job(obj: dict[str, Any], causes: list[Cause]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        required(causes, "spec")
+        return
+    schedule = spec.get("schedule")
+    if not schedule:
+        required(causes, "spec.schedule")
+    elif not (schedule.startswith("@") or len(str(schedule).split()) == 5):
+        bad(causes, "spec.schedule", schedule, "unparseable cron schedule (expects 5 fields or @hourly-style)")
+    job_template = spec.get("jobTemplate")
+    if not isinstance(job_template, dict):
+        required(causes, "spec.jobTemplate")
+        return
+    inner: list[Cause] = []
+    validate_job(job_template, inner)
+    causes.extend(Cause(f"spec.jobTemplate.{c.field}", c.message, c.reason) for c in inner)
+
+
+def validate_pod(obj: dict[str, Any], causes: list[Cause]) -> None:
+    validate_pod_spec(obj.get("spec"), "spec", causes)
+
+
+def validate_service(obj: dict[str, Any], causes: list[Cause]) -> None:
+    spec = obj.get("spec") or {}
+    kind = spec.get("type", "ClusterIP")
+    if kind not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+        causes.append(Cause("spec.type", f'Unsupported value: "{kind}"', "FieldValueNotSupported"))
+    if kind == "ExternalName":
+        if not spec.get("externalName"):
+            required(causes, "spec.externalName")
+        return
+    if not spec.get("ports") and spec.get("clusterIP") != "None":
+        required(causes, "spec.ports")
+    _ports(causes, "spec.ports", spec.get("ports"), key="port")
+
+
+def validate_config_data(obj: dict[str, Any], causes: list[Cause], base64_values: bool) -> None:
+    for section in ("data", "binaryData", "stringData"):
+        data = obj.get(section)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            bad(causes, section, data, "must be a map")
+            continue
+        for key, value in data.items():
+            if not CONFIG_KEY.match(str(key)):
+                bad(
+                    causes,
+                    f"{section}[{key}]",
+                    key,
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                )
+            if (base64_values and section == "data") or section == "binaryData":
+                try:
+                    base64.b64decode(str(value), validate=True)
+                except binascii.Error:
+                    bad(causes, f"{section}[{key}]", "<value>", "illegal base64 data")
+
+
+def validate_role(obj: dict[str, Any], causes: list[Cause]) -> None:
+    for i, rule in enumerate(obj.get("rules") or []):
+        if not isinstance(rule, dict) or not rule.get("verbs"):
+            required(causes, f"rules[{i}].verbs")
+
+
+def validate_binding(obj: dict[str, Any], causes: list[Cause]) -> None:
+    ref = obj.get("roleRef")
+    if not isinstance(ref, dict):
+        required(causes, "roleRef")
+        return
+    for name in ("kind", "name"):
+        if not ref.get(name):
+            required(causes, f"roleRef.{name}")
+
+
+def validate_lease(obj: dict[str, Any], causes: list[Cause]) -> None:
+    spec = obj.get("spec") or {}
+    seconds = spec.get("leaseDurationSeconds")
+    if seconds is not None and (not isinstance(seconds, int) or seconds <= 0):
+        bad(causes, "spec.leaseDurationSeconds", seconds, "must be greater than 0")
+
+
+VALIDATORS: dict[str, Check] = {
+    "pods": validate_pod,
+    "deployments": validate_workload,
+    "replicasets": validate_workload,
+    "daemonsets": validate_workload,
+    "statefulsets": validate_workload,
+    "jobs": validate_job,
+    "cronjobs": validate_cron_job,
+    "services": validate_service,
+    "configmaps": lambda obj, causes: validate_config_data(obj, causes, base64_values=False),
+    "secrets": lambda obj, causes: validate_config_data(obj, causes, base64_values=True),
+    "roles": validate_role,
+    "clusterroles": validate_role,
+    "rolebindings": validate_binding,
+    "clusterrolebindings": validate_binding,
+    "leases": validate_lease,
+}
+
+
+def validate(resource: Resource, obj: dict[str, Any]) -> list[Cause]:
+    """Every problem with `obj` as a `resource`; empty when valid."""
+    causes: list[Cause] = []
+    validate_metadata(resource, obj, causes)
+    check = VALIDATORS.get(resource.plural)
+    if check is not None:
+        check(obj, causes)
+    return causes

@@ -1,0 +1,496 @@
+"""The Kubernetes REST front end (aiohttp): paths, verbs, query parameters,
+content types and status codes as kube-apiserver answers them. It parses
+requests and renders responses; ApiService holds the semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from control_plane.apis import errors
+from control_plane.apis.errors import ApiError
+from control_plane.apis.resources import REGISTRY, Registry, Resource
+from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
+from control_plane.apiserver.metrics import ApiMetrics
+from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
+from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 3 * 1024 * 1024
+JSON = "application/json"
+
+
+@dataclass
+class Target:
+    """What a resource path names."""
+
+    resource: Resource
+    namespace: str = ""
+    name: str = ""
+    subresource: str = ""
+
+
+class RestApi:
+    def __init__(
+        self,
+        service: ApiService,
+        metrics: ApiMetrics,
+        server_address: str = "",
+        registry: Registry = REGISTRY,
+        readiness: Callable[[], Awaitable[list[tuple[str, bool, str]]]] | None = None,
+        virtual_lists: dict[str, Callable[[], Awaitable[list[dict[str, Any]]]]] | None = None,
+    ):
+        self.service = service
+        self.metrics = metrics
+        self.registry = registry
+        self.server_address = server_address
+        self.readiness = readiness
+        self.virtual_lists = virtual_lists or {}
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    # -- entry ----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        verb, resource_label, code = request.method.lower(), "", 500
+        try:
+            response, verb, resource_label = await self._dispatch(request)
+            code = response.status
+            return response
+        except ApiError as e:
+            code = e.code
+            return _json(e.status(), e.code)
+        except asyncio.CancelledError:
+            code = 499
+            raise
+        except Exception as e:  # an unexpected failure is a 500 with a Status body
+            log.exception("request %s %s failed", request.method, request.path)
+            err = errors.internal(f"internal error: {e!r}")
+            return _json(err.status(), 500)
+        finally:
+            self.metrics.observe(verb.upper(), resource_label, code, time.perf_counter() - started)
+
+    async def _dispatch(self, request: web.Request) -> tuple[web.StreamResponse, str, str]:
+        parts = [p for p in request.path.split("/") if p]
+        method = request.method
+        if not parts:
+            return (
+                _json({"paths": ["/api", "/api/v1", "/apis", "/version", "/livez", "/readyz", "/metrics"]}),
+                "get",
+                "",
+            )
+        head = parts[0]
+        if head in ("livez", "healthz"):
+            return web.Response(text="ok"), "get", ""
+        if head == "readyz":
+            return await self._readyz(request), "get", ""
+        if head == "version":
+            return _json(discovery.version_info()), "get", ""
+        if head == "api" and len(parts) == 1:
+            return _json(discovery.core_versions(self.server_address)), "get", ""
+        if head == "apis" and len(parts) == 1:
+            return _json(discovery.group_list(self.registry)), "get", ""
+        if head == "openapi" and len(parts) >= 2 and parts[1] == "v3":
+            doc = (
+                openapi.root_document(self.registry)
+                if len(parts) == 2
+                else openapi.group_version_document(
+                    self.registry, *(("", parts[3]) if parts[2] == "api" and len(parts) == 4 else tuple(parts[3:5]))
+                )
+                if len(parts) in (4, 5)
+                else None
+            )
+            if doc is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return _json(doc), "get", ""
+        if head == "openapi":
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if head == "api" and len(parts) == 2:
+            doc = discovery.resource_list(self.registry, "", parts[1])
+            if doc is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return _json(doc), "get", ""
+        if head == "apis" and len(parts) == 2:
+            group_doc = discovery.group(self.registry, parts[1])
+            if group_doc is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return _json(group_doc), "get", ""
+        if head == "apis" and len(parts) == 3:
+            doc = discovery.resource_list(self.registry, parts[1], parts[2])
+            if doc is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return _json(doc), "get", ""
+        target = self._target(parts)
+        label = target.resource.plural + (f"/{target.subresource}" if target.subresource else "")
+        handler = {
+            "GET": self._get,
+            "POST": self._post,
+            "PUT": self._put,
+            "PATCH": self._patch,
+            "DELETE": self._delete,
+        }.get(method)
+        if handler is None:
+            raise errors.method_not_allowed(
+                f"the server does not allow this method on the requested resource ({method})"
+            )
+        response, verb = await handler(request, target)
+        return response, verb, label
+
+    def _target(self, parts: list[str]) -> Target:
+        if parts[0] == "api" and len(parts) >= 3:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis" and len(parts) >= 4:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) >= 3 and self.registry.lookup(group, version, rest[2]) is not None:
+            namespace, rest = rest[1], rest[2:]
+        resource = self.registry.lookup(group, version, rest[0])
+        if resource is None or len(rest) > 3:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) >= 2 else ""
+        sub = rest[2] if len(rest) == 3 else ""
+        if sub and sub not in resource.subresources:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if namespace and not resource.namespaced:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        return Target(resource, namespace, name, sub)
+
+    # -- verbs ------------------------------------------------------------------------
+
+    async def _get(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+        q = request.query
+        if _flag(q.get("watch")):
+            return await self._watch(request, t), "watch"
+        if t.name:
+            if t.subresource == "scale":
+                obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
+                return _json(_scale_of(obj)), "get"
+            if t.subresource == "log":
+                raise errors.ApiError(404, "NotFound", f'pod "{t.name}" has no node to read logs from yet')
+            obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
+            return self._render(request, t.resource, obj, [obj]), "get"
+        if t.resource.virtual:
+            items = await self.virtual_lists[t.resource.plural]()
+            listed: dict[str, Any] = {
+                "kind": f"{t.resource.kind}List",
+                "apiVersion": "v1",
+                "metadata": {},
+                "items": items,
+            }
+            return self._render(request, t.resource, listed, items, is_list=True), "list"
+        listed = await self.service.list(t.resource, t.namespace, _list_options(q))
+        return self._render(request, t.resource, listed, listed["items"], is_list=True), "list"
+
+    async def _post(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+        body = await _body(request)
+        dry_run = _dry_run(request)
+        if t.subresource == "binding":
+            return _json(await self._bind(t, body), 201), "create"
+        if t.subresource == "eviction":
+            await self.service.delete(
+                t.resource, t.namespace, t.name, _delete_options_from(body.get("deleteOptions") or {}, request)
+            )
+            return _json(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            ), "create"
+        if t.name:
+            raise errors.method_not_allowed("POST is for creating objects in a collection")
+        obj = await self.service.create(t.resource, t.namespace or _body_namespace(body), body, dry_run)
+        return _json(obj, 201), "create"
+
+    async def _put(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+        if not t.name:
+            raise errors.method_not_allowed("PUT needs an object name")
+        body = await _body(request)
+        if t.subresource == "scale":
+            replicas = (body.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise errors.invalid(
+                    "Scale", t.name, [errors.Cause("spec.replicas", "must be greater than or equal to 0")]
+                )
+            wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
+
+            def scale(obj: dict[str, Any]) -> dict[str, Any]:
+                if wanted_rv:
+                    obj["metadata"]["resourceVersion"] = wanted_rv
+                obj.setdefault("spec", {})["replicas"] = replicas
+                return obj
+
+            obj = await self.service.guaranteed_update(
+                t.resource, t.namespace, t.name, scale, dry_run=_dry_run(request), attempts=1 if wanted_rv else 5
+            )
+            return _json(_scale_of(obj)), "update"
+        obj = await self.service.update(t.resource, t.namespace, t.name, body, t.subresource, _dry_run(request))
+        return _json(obj), "update"
+
+    async def _patch(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+        if not t.name:
+            raise errors.method_not_allowed("PATCH needs an object name")
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip() == APPLY_PATCH:
+            raise errors.unsupported_media_type(content_type)
+        body = await _body(request, allow_list=True)
+        sub = t.subresource
+
+        def mutate(obj: dict[str, Any]) -> dict[str, Any]:
+            if sub == "scale":
+                patched = apply_patch(content_type, _scale_of(obj), body)
+                replicas = (patched.get("spec") or {}).get("replicas")
+                obj.setdefault("spec", {})["replicas"] = replicas
+                return obj
+            patched = apply_patch(content_type, obj, body)
+            # A patch that sets resourceVersion makes the write conditional on it.
+            return patched
+
+        obj = await self.service.guaranteed_update(
+            t.resource, t.namespace, t.name, mutate, "status" if sub == "status" else "", _dry_run(request)
+        )
+        if sub == "scale":
+            return _json(_scale_of(obj)), "patch"
+        return _json(obj), "patch"
+
+    async def _delete(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+        text = await request.text()
+        body: dict[str, Any] = {}
+        if text.strip():
+            parsed = _parse(text, request.headers.get("Content-Type", JSON))
+            if not isinstance(parsed, dict):
+                raise errors.bad_request("DeleteOptions must be an object")
+            body = parsed
+        opts = _delete_options_from(body, request)
+        if not t.name:
+            listed = await self.service.delete_collection(t.resource, t.namespace, _list_options(request.query), opts)
+            return _json(listed), "deletecollection"
+        result = await self.service.delete(t.resource, t.namespace, t.name, opts)
+        return _json(result), "delete"
+
+    async def _bind(self, t: Target, body: dict[str, Any]) -> dict[str, Any]:
+        node = (body.get("target") or {}).get("name")
+        if not node:
+            raise errors.invalid(
+                "Binding", t.name, [errors.Cause("target.name", "Required value", "FieldValueRequired")]
+            )
+
+        def bind(pod: dict[str, Any]) -> dict[str, Any]:
+            spec = pod.setdefault("spec", {})
+            if spec.get("nodeName"):
+                raise errors.conflict(
+                    "", "pods", t.name, f"pod {t.name} is already assigned to node {spec['nodeName']!r}"
+                )
+            spec["nodeName"] = node
+            return pod
+
+        await self.service.guaranteed_update(t.resource, t.namespace, t.name, bind)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    # -- watch ------------------------------------------------------------------------
+
+    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        opts = _list_options(q)
+        self.service.check_list_options(opts)  # bad selectors are a 400, not a stream
+        try:
+            timeout = float(q.get("timeoutSeconds") or 1800)
+        except ValueError:
+            raise errors.bad_request("timeoutSeconds must be a number") from None
+        bookmarks = _flag(q.get("allowWatchBookmarks"))
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        watchers = self.metrics.watchers.labels(t.resource.plural)
+        watchers.inc()
+        as_table = _wants_table(request.headers.get("Accept", ""))
+        first_table = True
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in self.service.watch(t.resource, t.namespace, opts, bookmarks, t.name):
+                    if as_table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        # Each event carries a one-row Table; only the first
+                        # one repeats the column definitions.
+                        rendered = tables.table(t.resource.plural, [event["object"]])
+                        if not first_table:
+                            rendered["columnDefinitions"] = []
+                        first_table = False
+                        event = {"type": event["type"], "object": rendered}
+                    await response.write(_line(event))
+        except ApiError as e:
+            # Once the stream has started, errors travel as ERROR events.
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(_line({"type": "ERROR", "object": e.status()}))
+        except (TimeoutError, ConnectionResetError):
+            pass
+        finally:
+            watchers.dec()
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    # -- rendering ----------------------------------------------------------------------
+
+    def _render(
+        self,
+        request: web.Request,
+        resource: Resource,
+        body: dict[str, Any],
+        objects: list[dict[str, Any]],
+        is_list: bool = False,
+    ) -> web.Response:
+        if _wants_table(request.headers.get("Accept", "")):
+            list_meta = (
+                body.get("metadata")
+                if is_list
+                else {"resourceVersion": (body.get("metadata") or {}).get("resourceVersion", "")}
+            )
+            return _json(tables.table(resource.plural, objects, list_meta))
+        return _json(body)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        checks = await self.readiness() if self.readiness else []
+        ok = all(passed for _, passed, _ in checks)
+        if "verbose" in request.query:
+            lines = [
+                f"[{'+' if passed else '-'}]{name} {'ok' if passed else 'failed: ' + why}"
+                for name, passed, why in checks
+            ]
+            lines.append(f"readyz check {'passed' if ok else 'failed'}")
+            return web.Response(text="\n".join(lines) + "\n", status=200 if ok else 500)
+        return web.Response(text="ok" if ok else "not ready", status=200 if ok else 500)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status, content_type=JSON)
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("true", "1", "")
+
+
+def _wants_table(accept: str) -> bool:
+    return "as=Table" in accept
+
+
+def _dry_run(request: web.Request) -> bool:
+    values = request.query.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise errors.bad_request(f'unsupported dryRun value {v!r}: only "All" is supported')
+    return bool(values)
+
+
+def _parse(text: str, content_type: str) -> Any:
+    kind = content_type.split(";")[0].strip()
+    try:
+        if kind in ("application/yaml", APPLY_PATCH, "text/yaml"):
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None
+
+
+async def _body(request: web.Request, allow_list: bool = False) -> dict[str, Any]:
+    content_type = request.headers.get("Content-Type", JSON)
+    kind = content_type.split(";")[0].strip()
+    if kind == k8s_protobuf.CONTENT_TYPE:
+        return k8s_protobuf.decode(await _read(request))
+    known = (
+        JSON,
+        "application/yaml",
+        "text/yaml",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        APPLY_PATCH,
+        "",
+    )
+    if kind not in known:
+        raise errors.unsupported_media_type(content_type)
+    body = _parse((await _read(request)).decode("utf-8", errors="replace"), content_type)
+    if isinstance(body, list) and allow_list:
+        return body  # type: ignore[return-value]
+    if not isinstance(body, dict):
+        raise errors.bad_request("the body of the request must be an object")
+    return body
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.ApiError(
+            413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY_BYTES}"
+        ) from None
+
+
+def _body_namespace(body: dict[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("namespace") or "")
+
+
+def _list_options(q: Any) -> ListOptions:
+    try:
+        limit = int(q.get("limit") or 0)
+    except ValueError:
+        raise errors.bad_request("limit must be an integer") from None
+    return ListOptions(
+        label_selector=q.get("labelSelector", ""),
+        field_selector=q.get("fieldSelector", ""),
+        limit=max(limit, 0),
+        continue_token=q.get("continue", ""),
+        resource_version=q.get("resourceVersion", ""),
+        resource_version_match=q.get("resourceVersionMatch", ""),
+    )
+
+
+def _delete_options_from(body: dict[str, Any], request: web.Request) -> DeleteOptions:
+    q = request.query
+    grace = body.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+    try:
+        grace_value = int(grace) if grace is not None else None
+    except (TypeError, ValueError):
+        raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+    policy = body.get("propagationPolicy", q.get("propagationPolicy"))
+    if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+        raise errors.bad_request(f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground")
+    dry_run = bool(body.get("dryRun")) or bool(request.query.getall("dryRun", []))
+    return DeleteOptions(grace_value, policy, body.get("preconditions"), dry_run)
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        },
+    }

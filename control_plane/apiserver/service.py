@@ -1,0 +1,661 @@
+"""The API server's service layer: Kubernetes semantics over the replicated
+store. REST (and later gRPC) handlers are thin adapters over this class.
+
+Storage: an object lives at /registry/<group/>plural/<namespace>/<name> as
+JSON without its resourceVersion, which is the key's mod revision; a list's
+resourceVersion is the store revision it was read at. Every write is one
+store transaction guarded by the revision it was computed from, so a stale
+write is a 409 Conflict and nothing is half-written.
+
+Reads: resourceVersion "" reads are linearizable (a read barrier); "0"
+reads serve this master's applied state at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from control_plane.apis import errors
+from control_plane.apis.defaults import apply_defaults
+from control_plane.apis.errors import ApiError, Cause
+from control_plane.apis.resources import REGISTRY, Registry, Resource
+from control_plane.apis.selectors import field_matcher, label_matcher
+from control_plane.apis.validation import validate
+from ha.errors import CommandFailed, ErrorCode, NotCommitted, OutcomeUnknown
+from ha.keys import prefix_end
+from ha.store import Store
+from ha.storepb import kv_pb2
+
+Object = dict[str, Any]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no 0/1/3
+
+
+def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
+
+
+@dataclass
+class ListOptions:
+    label_selector: str = ""
+    field_selector: str = ""
+    limit: int = 0
+    continue_token: str = ""
+    resource_version: str = ""
+    resource_version_match: str = ""
+
+
+@dataclass
+class DeleteOptions:
+    grace_period_seconds: int | None = None
+    propagation_policy: str | None = None
+    preconditions: dict[str, Any] | None = None
+    dry_run: bool = False
+
+
+class ApiService:
+    def __init__(self, store: Store, registry: Registry = REGISTRY, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+
+    # -- keys and encoding -----------------------------------------------------
+
+    @staticmethod
+    def key(resource: Resource, namespace: str, name: str) -> bytes:
+        ns = f"{namespace}/" if resource.namespaced else ""
+        return f"{resource.storage_prefix()}{ns}{name}".encode()
+
+    @staticmethod
+    def prefix(resource: Resource, namespace: str) -> bytes:
+        if resource.namespaced and namespace:
+            return f"{resource.storage_prefix()}{namespace}/".encode()
+        return resource.storage_prefix().encode()
+
+    @staticmethod
+    def decode(kv: kv_pb2.KeyValue) -> Object:
+        obj: Object = json.loads(kv.value)
+        obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+        return obj
+
+    @staticmethod
+    def encode(obj: Object) -> bytes:
+        stored = dict(obj)
+        meta = dict(stored.get("metadata") or {})
+        meta.pop("resourceVersion", None)
+        stored["metadata"] = meta
+        return json.dumps(stored, separators=(",", ":"), sort_keys=False).encode()
+
+    # -- store access with errors mapped ----------------------------------------
+
+    async def _call(self, fn: Awaitable[Any]) -> Any:
+        try:
+            return await fn
+        except CommandFailed as e:
+            if e.code == ErrorCode.COMPACTED:
+                raise errors.gone(f"too old resource version: {e.message}") from None
+            if e.code == ErrorCode.VALUE_TOO_LARGE:
+                raise ApiError(413, "RequestEntityTooLarge", f"Request entity too large: {e.message}") from None
+            if e.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.KEY_TOO_LARGE):
+                raise errors.bad_request(e.message) from None
+            raise errors.internal(e.message) from None
+        except NotCommitted as e:
+            raise errors.unavailable(f"the write was not committed, retry: {e}") from None
+        except OutcomeUnknown as e:
+            raise errors.timeout(f"the outcome of the write is unknown: {e}") from None
+
+    async def _range_one(self, key: bytes, resource_version: str = "") -> kv_pb2.KeyValue | None:
+        req = kv_pb2.RangeRequest(key=key, serializable=resource_version == "0")
+        resp = await self._call(self.store.range(req))
+        return resp.kvs[0] if resp.kvs else None
+
+    # -- checks ------------------------------------------------------------------
+
+    def _check(self, resource: Resource, obj: Object, name: str) -> None:
+        causes = validate(resource, obj)
+        if causes:
+            raise errors.invalid(resource.kind, name, causes, resource.group)
+
+    async def _require_namespace(self, resource: Resource, namespace: str, creating: bool) -> None:
+        if not resource.namespaced:
+            return
+        if not namespace:
+            raise errors.bad_request("the namespace of the object must be given")
+        ns_resource = self.registry.lookup("", "v1", "namespaces")
+        assert ns_resource is not None
+        kv = await self._range_one(self.key(ns_resource, "", namespace), "0")
+        if kv is None:
+            raise errors.not_found("", "namespaces", namespace)
+        if creating and (self.decode(kv).get("metadata") or {}).get("deletionTimestamp"):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{resource.plural} "{namespace}" is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated",
+            )
+
+    def _check_body_identity(self, resource: Resource, obj: Object, namespace: str, name: str | None) -> None:
+        kind = obj.get("kind")
+        api_version = obj.get("apiVersion")
+        if kind and kind != resource.kind:
+            raise errors.bad_request(f"the kind of the object ({kind}) does not match the URL ({resource.kind})")
+        if api_version and api_version != resource.api_version:
+            raise errors.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({resource.api_version})"
+            )
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise errors.bad_request("metadata must be an object")
+        if resource.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and namespace and body_ns != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+        if name is not None and meta.get("name") and meta["name"] != name:
+            raise errors.bad_request("the name of the object does not match the name on the URL")
+
+    # -- create -----------------------------------------------------------------
+
+    async def create(self, resource: Resource, namespace: str, obj: Object, dry_run: bool = False) -> Object:
+        if resource.virtual:
+            raise errors.method_not_allowed(f"{resource.plural} cannot be created")
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body must be a JSON object")
+        self._check_body_identity(resource, obj, namespace, None)
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        if meta.get("resourceVersion"):
+            raise errors.invalid(
+                resource.kind,
+                meta.get("name", ""),
+                [Cause("metadata.resourceVersion", "Invalid value: must be empty on create")],
+            )
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(secrets.choice(GENERATE_ALPHABET) for _ in range(5))
+        obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
+        if resource.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        apply_defaults(resource.plural, obj)
+        self._check(resource, obj, meta.get("name", ""))
+        await self._require_namespace(resource, namespace, creating=True)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339(self.clock)
+        for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(transient, None)
+        if resource.has_spec:
+            meta["generation"] = 1
+        if dry_run:
+            return obj
+        key = self.key(resource, namespace, meta["name"])
+        txn = kv_pb2.TxnRequest(
+            compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0)],
+            success=[kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj)))],
+        )
+        resp = await self._call(self.store.txn(txn))
+        if not resp.succeeded:
+            raise errors.already_exists(resource.group, resource.plural, meta["name"])
+        meta["resourceVersion"] = str(resp.header.revision)
+        return obj
+
+    # -- read -------------------------------------------------------------------
+
+    async def get(self, resource: Resource, namespace: str, name: str, resource_version: str = "") -> Object:
+        if resource.virtual:
+            raise errors.not_found(resource.group, resource.plural, name)
+        kv = await self._range_one(self.key(resource, namespace, name), resource_version)
+        if kv is None:
+            raise errors.not_found(resource.group, resource.plural, name)
+        return self.decode(kv)
+
+    async def list(self, resource: Resource, namespace: str, opts: ListOptions) -> Object:
+        labels = label_matcher(opts.label_selector)
+        fields = field_matcher(opts.field_selector)
+        prefix = self.prefix(resource, namespace)
+        end = prefix_end(prefix)
+        revision = 0
+        start = prefix
+        if opts.continue_token:
+            revision, start = _decode_continue(opts.continue_token, prefix)
+        elif opts.resource_version not in ("", "0"):
+            revision = await self._resolve_revision(opts)
+        items: list[Object] = []
+        more = False
+        next_start = b""
+        page = max(opts.limit, 500) if opts.limit else 0
+        serializable = opts.resource_version == "0" and not opts.continue_token
+        while True:
+            req = kv_pb2.RangeRequest(
+                key=start, range_end=end, revision=revision, limit=page, serializable=serializable
+            )
+            resp = await self._call(self.store.range(req))
+            if revision == 0:
+                revision = resp.header.revision  # every further page reads this revision
+            for i, kv in enumerate(resp.kvs):
+                obj = self.decode(kv)
+                if labels(obj) and fields(obj):
+                    items.append(obj)
+                if opts.limit and len(items) >= opts.limit:
+                    rest = i + 1 < len(resp.kvs) or resp.more
+                    if rest:
+                        more, next_start = True, kv.key + b"\0"
+                    break
+            else:
+                if resp.more and resp.kvs:
+                    start = resp.kvs[-1].key + b"\0"
+                    continue
+            break
+        result: Object = {
+            "kind": f"{resource.kind}List",
+            "apiVersion": resource.api_version,
+            "metadata": {"resourceVersion": str(revision)},
+            "items": items,
+        }
+        if more:
+            result["metadata"]["continue"] = _encode_continue(revision, next_start, prefix)
+        return result
+
+    async def _resolve_revision(self, opts: ListOptions) -> int:
+        try:
+            wanted = int(opts.resource_version)
+        except ValueError:
+            raise errors.bad_request(f"invalid resourceVersion {opts.resource_version!r}") from None
+        if opts.resource_version_match == "Exact":
+            return wanted
+        # NotOlderThan: any revision at or after `wanted`; the current one is.
+        current = await self._call(self.store.range(kv_pb2.RangeRequest(key=b"/", count_only=True)))
+        if current.header.revision < wanted:
+            raise errors.timeout(f"Too large resource version: {wanted}, current: {current.header.revision}")
+        return 0
+
+    # -- update -----------------------------------------------------------------
+
+    async def update(
+        self, resource: Resource, namespace: str, name: str, obj: Object, subresource: str = "", dry_run: bool = False
+    ) -> Object:
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body must be a JSON object")
+        self._check_body_identity(resource, obj, namespace, name)
+        key = self.key(resource, namespace, name)
+        kv = await self._range_one(key)
+        if kv is None:
+            raise errors.not_found(resource.group, resource.plural, name)
+        current = self.decode(kv)
+        wanted_rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if wanted_rv and wanted_rv != str(kv.mod_revision):
+            raise errors.conflict(
+                resource.group,
+                resource.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
+        updated = self._merge_update(resource, current, copy.deepcopy(obj), subresource)
+        return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run)
+
+    def _merge_update(self, resource: Resource, current: Object, new: Object, subresource: str) -> Object:
+        """The object an update stores: what the client may change, over
+        what it may not (identity, system metadata, the other half of
+        spec/status)."""
+        if subresource == "status":
+            merged = copy.deepcopy(current)
+            merged["status"] = new.get("status", {})
+            return merged
+        new["apiVersion"], new["kind"] = resource.api_version, resource.kind
+        meta = new.setdefault("metadata", {})
+        old_meta = current.get("metadata") or {}
+        for fixed in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
+            if fixed in old_meta:
+                meta[fixed] = old_meta[fixed]
+            else:
+                meta.pop(fixed, None)
+        if resource.status_subresource:
+            if "status" in current:
+                new["status"] = current["status"]
+            else:
+                new.pop("status", None)
+        apply_defaults(resource.plural, new)
+        return new
+
+    async def _write(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        current: Object,
+        updated: Object,
+        revision: int,
+        dry_run: bool = False,
+    ) -> Object:
+        """Store `updated` over `current` (read at `revision`): validation,
+        generation, and the end of a deletion whose finalizers are gone."""
+        meta = updated.setdefault("metadata", {})
+        old_meta = current.get("metadata") or {}
+        self._check(resource, updated, name)
+        if resource.has_spec:
+            generation = int(old_meta.get("generation") or 1)
+            if _spec_of(updated) != _spec_of(current):
+                generation += 1
+            meta["generation"] = generation
+        meta.pop("resourceVersion", None)
+        if dry_run:
+            meta["resourceVersion"] = str(revision)
+            return updated
+        key = self.key(resource, namespace, name)
+        finished = (
+            meta.get("deletionTimestamp") and not meta.get("finalizers") and not _awaiting_kubelet(resource, updated)
+        )
+        guard = [kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=revision)]
+        if finished:
+            op = kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))
+        else:
+            op = kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(updated)))
+        resp = await self._call(self.store.txn(kv_pb2.TxnRequest(compare=guard, success=[op])))
+        if not resp.succeeded:
+            raise errors.conflict(
+                resource.group,
+                resource.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
+        meta["resourceVersion"] = str(resp.header.revision)
+        return updated
+
+    async def guaranteed_update(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        mutate: Callable[[Object], Object],
+        subresource: str = "",
+        dry_run: bool = False,
+        attempts: int = 5,
+    ) -> Object:
+        """Read, mutate, write; on a concurrent change, again (patches)."""
+        for attempt in range(attempts):
+            key = self.key(resource, namespace, name)
+            kv = await self._range_one(key)
+            if kv is None:
+                raise errors.not_found(resource.group, resource.plural, name)
+            current = self.decode(kv)
+            wanted = mutate(copy.deepcopy(current))
+            wanted_rv = (wanted.get("metadata") or {}).get("resourceVersion")
+            if wanted_rv and wanted_rv != str(kv.mod_revision):
+                raise errors.conflict(
+                    resource.group,
+                    resource.plural,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                )
+            self._check_body_identity(resource, wanted, namespace, name)
+            updated = self._merge_update(resource, current, wanted, subresource)
+            try:
+                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run)
+            except ApiError as e:
+                if e.code != 409 or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- delete -----------------------------------------------------------------
+
+    async def delete(self, resource: Resource, namespace: str, name: str, opts: DeleteOptions) -> Object:
+        if resource.virtual:
+            raise errors.method_not_allowed(f"{resource.plural} cannot be deleted")
+        key = self.key(resource, namespace, name)
+        for _ in range(5):
+            kv = await self._range_one(key)
+            if kv is None:
+                raise errors.not_found(resource.group, resource.plural, name)
+            current = self.decode(kv)
+            meta = current.get("metadata") or {}
+            pre = opts.preconditions or {}
+            if pre.get("uid") and pre["uid"] != meta.get("uid"):
+                raise errors.conflict(
+                    resource.group,
+                    resource.plural,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
+                )
+            if pre.get("resourceVersion") and pre["resourceVersion"] != str(kv.mod_revision):
+                raise errors.conflict(
+                    resource.group,
+                    resource.plural,
+                    name,
+                    f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                    f"ResourceVersion in object meta: {kv.mod_revision}",
+                )
+            graceful = self._grace_period(resource, current, opts)
+            finalizers = list(meta.get("finalizers") or [])
+            if opts.propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
+                finalizers.append("foregroundDeletion")
+            elif opts.propagation_policy == "Orphan" and "orphan" not in finalizers:
+                finalizers.append("orphan")
+            if not finalizers and graceful is None:
+                if opts.dry_run:
+                    return _success_status(resource, name, meta.get("uid", ""))
+                txn = kv_pb2.TxnRequest(
+                    compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=kv.mod_revision)],
+                    success=[kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))],
+                )
+                resp = await self._call(self.store.txn(txn))
+                if resp.succeeded:
+                    return _success_status(resource, name, meta.get("uid", ""))
+                continue
+            # Graceful deletion, or finalizers to run: mark it, keep it.
+            updated = copy.deepcopy(current)
+            umeta = updated["metadata"]
+            if not umeta.get("deletionTimestamp"):
+                umeta["deletionTimestamp"] = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock() + (graceful or 0))
+                )
+                umeta["deletionGracePeriodSeconds"] = graceful or 0
+            elif graceful is not None and graceful < int(umeta.get("deletionGracePeriodSeconds") or 0):
+                umeta["deletionGracePeriodSeconds"] = graceful  # a shorter grace period wins
+            if finalizers:
+                umeta["finalizers"] = finalizers
+            if resource.plural == "namespaces":
+                updated.setdefault("status", {})["phase"] = "Terminating"
+            try:
+                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, opts.dry_run)
+            except ApiError as e:
+                if e.code != 409:
+                    raise
+        raise errors.conflict(resource.group, resource.plural, name, "too many concurrent changes; try again")
+
+    @staticmethod
+    def _grace_period(resource: Resource, obj: Object, opts: DeleteOptions) -> int | None:
+        """Seconds a pod gets to stop on its node; None deletes at once."""
+        if resource.plural != "pods":
+            return None
+        spec = obj.get("spec") or {}
+        if not spec.get("nodeName"):
+            return None  # never scheduled: nothing runs it, delete now
+        grace = opts.grace_period_seconds
+        if grace is None:
+            grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        # Zero: the node confirmed the stop (or the user forced it).
+        return None if grace <= 0 else grace
+
+    async def delete_collection(
+        self, resource: Resource, namespace: str, list_opts: ListOptions, opts: DeleteOptions
+    ) -> Object:
+        listed = await self.list(resource, namespace, list_opts)
+        for item in listed["items"]:
+            meta = item["metadata"]
+            try:
+                await self.delete(resource, meta.get("namespace", ""), meta["name"], opts)
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        return listed
+
+    @staticmethod
+    def check_list_options(opts: ListOptions) -> None:
+        """Raise the 400 a list or watch with these options would get."""
+        label_matcher(opts.label_selector)
+        field_matcher(opts.field_selector)
+        if opts.resource_version not in ("", "0"):
+            try:
+                int(opts.resource_version)
+            except ValueError:
+                raise errors.bad_request(f"invalid resourceVersion {opts.resource_version!r}") from None
+
+    # -- watch ------------------------------------------------------------------
+
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str,
+        opts: ListOptions,
+        bookmarks: bool = False,
+        name: str = "",
+    ) -> AsyncIterator[Object]:
+        """Kubernetes watch events: ADDED / MODIFIED / DELETED / BOOKMARK /
+        ERROR. From resourceVersion "" or "0" the current objects come
+        first as ADDED; from N, every change after N."""
+        labels = label_matcher(opts.label_selector)
+        fields = field_matcher(opts.field_selector)
+        if name:
+            fields_only = fields
+            fields = lambda obj: fields_only(obj) and (obj.get("metadata") or {}).get("name") == name  # noqa: E731
+        prefix = self.key(resource, namespace, name) if name else self.prefix(resource, namespace)
+        end = b"" if name else prefix_end(prefix)
+        if opts.resource_version in ("", "0"):
+            initial = await self.list(
+                resource,
+                namespace,
+                ListOptions(opts.label_selector, opts.field_selector, resource_version=opts.resource_version),
+            )
+            for item in initial["items"]:
+                if fields(item):
+                    yield {"type": "ADDED", "object": item}
+            start = int(initial["metadata"]["resourceVersion"]) + 1
+        else:
+            try:
+                start = int(opts.resource_version) + 1
+            except ValueError:
+                raise errors.bad_request(f"invalid resourceVersion {opts.resource_version!r}") from None
+        request = kv_pb2.WatchRequest(
+            key=prefix,
+            range_end=end,
+            start_revision=start,
+            prev_kv=True,
+            progress_notify_seconds=5.0 if bookmarks else 0,
+        )
+        try:
+            async for resp in self.store.watch(request):
+                if resp.created:
+                    continue
+                if not resp.events:
+                    if bookmarks:
+                        yield {
+                            "type": "BOOKMARK",
+                            "object": {
+                                "kind": resource.kind,
+                                "apiVersion": resource.api_version,
+                                "metadata": {"resourceVersion": str(resp.header.revision)},
+                            },
+                        }
+                    continue
+                for ev in resp.events:
+                    event = self._translate(ev, labels, fields)
+                    if event is not None:
+                        yield event
+        except CommandFailed as e:
+            if e.code != ErrorCode.COMPACTED:
+                raise
+            yield {
+                "type": "ERROR",
+                "object": errors.gone(f"too old resource version: {start - 1} ({e.compact_revision})").status(),
+            }
+
+    def _translate(
+        self, ev: kv_pb2.Event, labels: Callable[[Object], bool], fields: Callable[[Object], bool]
+    ) -> Object | None:
+        prev = self.decode(ev.prev_kv) if ev.HasField("prev_kv") else None
+        prev_matches = prev is not None and labels(prev) and fields(prev)
+        if ev.type == kv_pb2.Event.DELETE:
+            if not prev_matches or prev is None:
+                return None
+            prev["metadata"]["resourceVersion"] = str(ev.kv.mod_revision)
+            return {"type": "DELETED", "object": prev}
+        obj = self.decode(ev.kv)
+        matches = labels(obj) and fields(obj)
+        if matches:
+            return {"type": "MODIFIED" if prev_matches else "ADDED", "object": obj}
+        if prev_matches:
+            # It no longer matches the selectors: to this watcher it is gone.
+            return {"type": "DELETED", "object": obj}
+        return None
+
+    # -- bootstrap -----------------------------------------------------------------
+
+    async def ensure_system_namespaces(self) -> None:
+        ns = self.registry.lookup("", "v1", "namespaces")
+        assert ns is not None
+        for name in SYSTEM_NAMESPACES:
+            try:
+                await self.create(ns, "", {"metadata": {"name": name}})
+            except ApiError as e:
+                if e.code != 409:
+                    raise
+
+
+def _spec_of(obj: Object) -> Any:
+    return obj.get("spec") if "spec" in obj else {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _awaiting_kubelet(resource: Resource, obj: Object) -> bool:
+    """A scheduled pod being deleted stays until its node confirms the stop
+    (a delete with grace period 0)."""
+    meta = obj.get("metadata") or {}
+    return (
+        resource.plural == "pods"
+        and bool((obj.get("spec") or {}).get("nodeName"))
+        and int(meta.get("deletionGracePeriodSeconds") or 0) > 0
+    )
+
+
+def _success_status(resource: Resource, name: str, uid: str) -> Object:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid},
+    }
+
+
+def _encode_continue(revision: int, start: bytes, prefix: bytes) -> str:
+    token = {"v": "raftkube/v1", "rv": revision, "start": start[len(prefix) :].decode("latin-1")}
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_continue(token: str, prefix: bytes) -> tuple[int, bytes]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        revision = int(data["rv"])
+        start = prefix + str(data["start"]).encode("latin-1")
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise errors.bad_request("invalid continue token") from None
+    if data.get("v") != "raftkube/v1" or revision <= 0:
+        raise errors.bad_request("invalid continue token")
+    return revision, start
