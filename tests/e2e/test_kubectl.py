@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -73,7 +74,7 @@ class Kubectl:
             raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result.stdout + (result.stderr if not check else "")
 
-    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
+    def json(self, *args: str) -> dict[str, Any]:
         return json.loads(self.run(*args, "-o", "json"))
 
 
