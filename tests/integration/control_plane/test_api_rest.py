@@ -1,0 +1,321 @@
+"""The REST API of a real 3-master cluster, over plain HTTP: Kubernetes
+semantics (resourceVersion, generation, selectors, paging, watch, graceful
+deletion, finalizers) and bad input answered as Kubernetes answers it,
+storing nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from control_plane.local_cluster import LocalCluster
+
+Body = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster.create(str(tmp_path_factory.mktemp("rest")), 3)
+    c.start()
+    try:
+        c.wait_ready(60)
+        yield c
+    finally:
+        c.stop()
+
+
+class Api:
+    def __init__(self, base: str):
+        self.base = base
+
+    def call(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json", raw: bytes | None = None
+    ) -> tuple[int, Body]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Body:
+        code, out = self.call(method, path, body, **kw)
+        assert code < 300, f"{method} {path}: {code} {out}"
+        return out
+
+    def watch(self, path: str, events: int, timeout: float = 20) -> list[Body]:
+        out: list[Body] = []
+        with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
+            for line in resp:
+                out.append(json.loads(line))
+                if len(out) >= events:
+                    break
+        return out
+
+
+@pytest.fixture
+def api(cluster: LocalCluster) -> Api:
+    follower = next(m for m in cluster.masters if m.id != cluster.leader())
+    return Api(f"http://{follower.api_address}")
+
+
+@pytest.fixture
+def ns(api: Api, request: pytest.FixtureRequest) -> str:
+    # Parametrized cases share an originalname, so a short hash of the full
+    # node id keeps their namespaces apart.
+    base = request.node.originalname.removeprefix("test_").replace("_", "-")[:40].strip("-")
+    name = f"{base}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
+    api.ok("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    return name
+
+
+def pod(name: str, **spec: Any) -> Body:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec},
+    }
+
+
+def test_resource_versions_conflicts_and_generation(api: Api, ns: str) -> None:
+    created = api.ok("POST", f"/api/v1/namespaces/{ns}/pods", pod("p"))
+    assert created["metadata"]["generation"] == 1 and created["metadata"]["uid"]
+    assert created["spec"]["restartPolicy"] == "Always"  # defaulted
+    code, body = api.call("POST", f"/api/v1/namespaces/{ns}/pods", pod("p"))
+    assert (code, body["reason"]) == (409, "AlreadyExists")
+
+    stale = dict(created)
+    relabeled = api.ok(
+        "PUT", f"/api/v1/namespaces/{ns}/pods/p", {**created, "metadata": {**created["metadata"], "labels": {"a": "b"}}}
+    )
+    assert relabeled["metadata"]["generation"] == 1  # metadata only: no new generation
+    assert int(relabeled["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    code, body = api.call("PUT", f"/api/v1/namespaces/{ns}/pods/p", stale)
+    assert (code, body["reason"]) == (409, "Conflict")
+    assert "the object has been modified" in body["message"]
+    respec = api.ok(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/pods/p",
+        {"spec": {"activeDeadlineSeconds": 30}},
+        content_type="application/merge-patch+json",
+    )
+    assert respec["metadata"]["generation"] == 2
+
+
+def test_selectors_paging_and_resource_version_0(api: Api, ns: str) -> None:
+    for i in range(7):
+        body = pod(f"p{i}")
+        body["metadata"]["labels"] = {"app": "x", "parity": "even" if i % 2 == 0 else "odd"}
+        api.ok("POST", f"/api/v1/namespaces/{ns}/pods", body)
+    even = api.ok("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=parity%3Deven")
+    assert [p["metadata"]["name"] for p in even["items"]] == ["p0", "p2", "p4", "p6"]
+    not_in = api.ok("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=parity%20notin%20(even)")
+    assert len(not_in["items"]) == 3
+    by_name = api.ok("GET", f"/api/v1/namespaces/{ns}/pods?fieldSelector=metadata.name%3Dp3")
+    assert [p["metadata"]["name"] for p in by_name["items"]] == ["p3"]
+    page = api.ok("GET", f"/api/v1/namespaces/{ns}/pods?limit=3")
+    names = [p["metadata"]["name"] for p in page["items"]]
+    revision = page["metadata"]["resourceVersion"]
+    api.ok("POST", f"/api/v1/namespaces/{ns}/pods", pod("p99"))  # after the first page
+    while page["metadata"].get("continue"):
+        page = api.ok("GET", f"/api/v1/namespaces/{ns}/pods?limit=3&continue={page['metadata']['continue']}")
+        assert page["metadata"]["resourceVersion"] == revision
+        names += [p["metadata"]["name"] for p in page["items"]]
+    assert names == [f"p{i}" for i in range(7)]  # the pages reflect one revision
+    stale_ok = api.ok("GET", f"/api/v1/namespaces/{ns}/pods?resourceVersion=0")
+    assert len(stale_ok["items"]) >= 7
+
+
+def test_watch_from_a_resource_version_with_bookmarks(api: Api, ns: str) -> None:
+    start = api.ok("GET", f"/api/v1/namespaces/{ns}/configmaps")["metadata"]["resourceVersion"]
+    api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c"}, "data": {"a": "1"}})
+    api.ok(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/configmaps/c",
+        {"data": {"a": "2"}},
+        content_type="application/merge-patch+json",
+    )
+    api.ok("DELETE", f"/api/v1/namespaces/{ns}/configmaps/c")
+    events = api.watch(f"/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={start}", 3)
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+    assert [e["object"]["data"]["a"] for e in events] == ["1", "2", "2"]
+    revisions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert revisions == sorted(revisions) and revisions[0] > int(start)
+    bookmark = api.watch(
+        f"/api/v1/namespaces/{ns}/configmaps?watch=1&allowWatchBookmarks=true&resourceVersion={revisions[-1]}", 1
+    )
+    assert (
+        bookmark[0]["type"] == "BOOKMARK" and int(bookmark[0]["object"]["metadata"]["resourceVersion"]) >= revisions[-1]
+    )
+
+
+def test_graceful_pod_deletion_and_finalizers(api: Api, ns: str) -> None:
+    api.ok("POST", f"/api/v1/namespaces/{ns}/pods", pod("scheduled", nodeName="node-1"))
+    terminating = api.ok("DELETE", f"/api/v1/namespaces/{ns}/pods/scheduled")
+    assert terminating["metadata"]["deletionTimestamp"] and terminating["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert api.call("GET", f"/api/v1/namespaces/{ns}/pods/scheduled")[0] == 200  # its node must confirm first
+    api.ok("DELETE", f"/api/v1/namespaces/{ns}/pods/scheduled", {"gracePeriodSeconds": 0})
+    assert api.call("GET", f"/api/v1/namespaces/{ns}/pods/scheduled")[0] == 404
+
+    api.ok("POST", f"/api/v1/namespaces/{ns}/pods", pod("unscheduled"))
+    assert api.ok("DELETE", f"/api/v1/namespaces/{ns}/pods/unscheduled")["status"] == "Success"
+
+    cm = {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
+    created = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", cm)
+    code, body = api.call(
+        "DELETE", f"/api/v1/namespaces/{ns}/configmaps/held", {"preconditions": {"uid": "not-its-uid"}}
+    )
+    assert (code, body["reason"]) == (409, "Conflict")
+    held = api.ok(
+        "DELETE", f"/api/v1/namespaces/{ns}/configmaps/held", {"preconditions": {"uid": created["metadata"]["uid"]}}
+    )
+    assert held["metadata"]["deletionTimestamp"]
+    api.ok(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/configmaps/held",
+        {"metadata": {"finalizers": None}},
+        content_type="application/merge-patch+json",
+    )
+    assert api.call("GET", f"/api/v1/namespaces/{ns}/configmaps/held")[0] == 404
+
+
+def test_dry_run_and_generate_name(api: Api, ns: str) -> None:
+    dry = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps?dryRun=All", {"metadata": {"name": "dry"}})
+    assert dry["metadata"]["name"] == "dry"
+    assert api.call("GET", f"/api/v1/namespaces/{ns}/configmaps/dry")[0] == 404
+    generated = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"generateName": "gen-"}})
+    assert generated["metadata"]["name"].startswith("gen-") and len(generated["metadata"]["name"]) == 9
+
+
+def big_configmap() -> bytes:
+    return json.dumps({"metadata": {"name": "big"}, "data": {"x": "a" * (3 * 1024 * 1024)}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "code", "reason", "needle"),
+    [
+        pytest.param("POST", "pods", {"body": pod("Not_Valid")}, 422, "Invalid", "metadata.name", id="invalid-name"),
+        pytest.param(
+            "POST",
+            "pods",
+            {"body": {"metadata": {"name": "p"}, "spec": {"containers": []}}},
+            422,
+            "Invalid",
+            "spec.containers: Required value",
+            id="missing-required-field",
+        ),
+        pytest.param(
+            "POST",
+            "pods",
+            {"body": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}},
+            422,
+            "Invalid",
+            "spec.containers[0].image: Required value",
+            id="missing-image",
+        ),
+        pytest.param(
+            "POST",
+            "frobnicators",
+            {"body": {"metadata": {"name": "f"}}},
+            404,
+            "NotFound",
+            "could not find",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            "POST",
+            "pods",
+            {"body": {**pod("p"), "apiVersion": "v2"}},
+            400,
+            "BadRequest",
+            "API version",
+            id="wrong-api-version",
+        ),
+        pytest.param(
+            "POST", "pods", {"body": {**pod("p"), "kind": "Service"}}, 400, "BadRequest", "kind", id="wrong-kind"
+        ),
+        pytest.param(
+            "POST", "pods", {"raw": b'{"metadata": {'}, 400, "BadRequest", "could not be decoded", id="malformed-json"
+        ),
+        pytest.param(
+            "POST",
+            "pods",
+            {"raw": b"metadata: [unclosed", "content_type": "application/yaml"},
+            400,
+            "BadRequest",
+            "could not be decoded",
+            id="malformed-yaml",
+        ),
+        pytest.param(
+            "POST", "configmaps", {"raw": big_configmap()}, 413, "RequestEntityTooLarge", "too large", id="3MiB-object"
+        ),
+        pytest.param(
+            "POST",
+            "pods",
+            {"body": pod("p"), "content_type": "application/x-frobnicate"},
+            415,
+            "UnsupportedMediaType",
+            "unknown format",
+            id="unsupported-media-type",
+        ),
+        pytest.param("PUT", "pods", {"body": pod("p")}, 405, "MethodNotAllowed", "", id="put-on-a-collection"),
+    ],
+)
+def test_bad_input_gets_the_kubernetes_answer_and_stores_nothing(
+    api: Api, ns: str, method: str, path: str, kwargs: dict[str, Any], code: int, reason: str, needle: str
+) -> None:
+    before = api.ok("GET", "/api/v1/namespaces")["metadata"]["resourceVersion"]
+    got, body = api.call(method, f"/api/v1/namespaces/{ns}/{path}", **kwargs)
+    assert (got, body.get("kind"), body.get("reason")) == (code, "Status", reason), body
+    assert needle in body.get("message", "")
+    assert api.ok("GET", "/api/v1/namespaces")["metadata"]["resourceVersion"] == before
+
+
+def test_invalid_answers_carry_field_causes(api: Api, ns: str) -> None:
+    code, body = api.call("POST", f"/api/v1/namespaces/{ns}/pods", {"metadata": {"name": "UPPER"}, "spec": {}})
+    assert code == 422
+    fields = {c["field"] for c in body["details"]["causes"]}
+    assert {"metadata.name", "spec.containers"} <= fields
+
+
+def test_creating_in_a_missing_namespace_is_not_found(api: Api) -> None:
+    code, body = api.call("POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "c"}})
+    assert (code, body["reason"], body["message"]) == (404, "NotFound", 'namespaces "nowhere" not found')
+
+
+def test_a_watch_from_a_compacted_revision_is_gone(api: Api, ns: str, cluster: LocalCluster) -> None:
+    first = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c1"}})
+    api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c2"}})
+    latest = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c3"}})
+    with cluster.client() as client:
+        client.compact(int(latest["metadata"]["resourceVersion"]))
+    [event] = api.watch(
+        f"/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={first['metadata']['resourceVersion']}", 1
+    )
+    assert event["type"] == "ERROR"
+    assert (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
+    code, body = api.call(
+        "GET",
+        f"/api/v1/namespaces/{ns}/configmaps?limit=1&resourceVersion={first['metadata']['resourceVersion']}&resourceVersionMatch=Exact",
+    )
+    assert (code, body["reason"]) == (410, "Expired")
+
+
+def test_health_and_version_endpoints(api: Api) -> None:
+    version = api.ok("GET", "/version")
+    assert version["major"] == "1" and version["gitVersion"].startswith("v1.33")
+    with urllib.request.urlopen(api.base + "/readyz?verbose", timeout=10) as resp:
+        text = resp.read().decode()
+    assert "[+]store-quorum ok" in text and "readyz check passed" in text
+    with urllib.request.urlopen(api.base + "/livez", timeout=10) as resp:
+        assert resp.read() == b"ok"
