@@ -99,7 +99,7 @@ def method_not_allowed(message: str) -> ApiError:
 
 ACCEPTED_MEDIA_TYPES = (
     "application/json, application/yaml, application/vnd.kubernetes.protobuf, application/merge-patch+json, "
-    "application/json-patch+json, application/strategic-merge-patch+json"
+    "application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
 )
 
 

@@ -82,7 +82,7 @@ MERGE_KEYS: dict[tuple[str, str], str] = {
 MERGE_PRIMITIVES = {"finalizers"}
 
 
-def _merge_key(parent: str, field: str) -> str | None:
+def merge_key(parent: str, field: str) -> str | None:
     """The key a list merges by, given the field holding the object it is
     in (a container's ports merge by containerPort, a service's by port)."""
     return MERGE_KEYS.get((parent, field)) or MERGE_KEYS.get(("*", field))
@@ -125,7 +125,7 @@ def strategic_merge(target: Any, patch: Any, parent: str = "") -> Any:
         if key.startswith("$setElementOrder/"):
             field = key.split("/", 1)[1]
             if isinstance(result.get(field), list):
-                result[field] = _reorder(result[field], value, _merge_key(parent, field))
+                result[field] = _reorder(result[field], value, merge_key(parent, field))
     if isinstance(retain, list):
         result = {k: v for k, v in result.items() if k in retain}
     return result
@@ -140,7 +140,7 @@ def _merge_list(current: Any, patch: list[Any], field: str, parent: str) -> list
         merged = list(current_list)
         merged.extend(v for v in patch if v not in merged)
         return merged
-    key = _merge_key(parent, field)
+    key = merge_key(parent, field)
     if key is None or not all(isinstance(v, dict) for v in patch):
         return copy.deepcopy(patch)
     merged = [copy.deepcopy(v) for v in current_list]

@@ -21,8 +21,9 @@ from control_plane.apis import errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
+from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
-from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
+from control_plane.apiserver.patch import APPLY_PATCH
 from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,9 @@ class RestApi:
             return await self._watch(request, t), "watch"
         if t.name:
             if t.subresource == "scale":
-                obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
-                return _json(_scale_of(obj)), "get"
+                return _json(
+                    await self.service.get_scale(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
+                ), "get"
             if t.subresource == "log":
                 raise errors.ApiError(404, "NotFound", f'pod "{t.name}" has no node to read logs from yet')
             obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
@@ -199,69 +201,53 @@ class RestApi:
         body = await _body(request)
         dry_run = _dry_run(request)
         if t.subresource == "binding":
-            return _json(await self._bind(t, body), 201), "create"
+            return _json(await self.service.bind(t.resource, t.namespace, t.name, body), 201), "create"
         if t.subresource == "eviction":
-            await self.service.delete(
-                t.resource, t.namespace, t.name, _delete_options_from(body.get("deleteOptions") or {}, request)
-            )
-            return _json(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
-            ), "create"
+            opts = _delete_options_from(body.get("deleteOptions") or {}, request)
+            return _json(await self.service.evict(t.resource, t.namespace, t.name, opts), 201), "create"
         if t.name:
             raise errors.method_not_allowed("POST is for creating objects in a collection")
-        obj = await self.service.create(t.resource, t.namespace or _body_namespace(body), body, dry_run)
+        namespace = t.namespace or _body_namespace(body)
+        obj = await self.service.create(t.resource, namespace, body, dry_run, Manager(_field_manager(request)))
         return _json(obj, 201), "create"
 
     async def _put(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
         if not t.name:
             raise errors.method_not_allowed("PUT needs an object name")
         body = await _body(request)
+        manager = _field_manager(request)
         if t.subresource == "scale":
-            replicas = (body.get("spec") or {}).get("replicas")
-            if not isinstance(replicas, int) or replicas < 0:
-                raise errors.invalid(
-                    "Scale", t.name, [errors.Cause("spec.replicas", "must be greater than or equal to 0")]
-                )
-            wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
-
-            def scale(obj: dict[str, Any]) -> dict[str, Any]:
-                if wanted_rv:
-                    obj["metadata"]["resourceVersion"] = wanted_rv
-                obj.setdefault("spec", {})["replicas"] = replicas
-                return obj
-
-            obj = await self.service.guaranteed_update(
-                t.resource, t.namespace, t.name, scale, dry_run=_dry_run(request), attempts=1 if wanted_rv else 5
-            )
-            return _json(_scale_of(obj)), "update"
-        obj = await self.service.update(t.resource, t.namespace, t.name, body, t.subresource, _dry_run(request))
+            scale = await self.service.update_scale(t.resource, t.namespace, t.name, body, _dry_run(request), manager)
+            return _json(scale), "update"
+        obj = await self.service.update(
+            t.resource,
+            t.namespace,
+            t.name,
+            body,
+            t.subresource,
+            _dry_run(request),
+            Manager(manager, "Update", t.subresource),
+        )
         return _json(obj), "update"
 
     async def _patch(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
         if not t.name:
             raise errors.method_not_allowed("PATCH needs an object name")
         content_type = request.headers.get("Content-Type", "")
-        if content_type.split(";")[0].strip() == APPLY_PATCH:
-            raise errors.unsupported_media_type(content_type)
         body = await _body(request, allow_list=True)
-        sub = t.subresource
-
-        def mutate(obj: dict[str, Any]) -> dict[str, Any]:
-            if sub == "scale":
-                patched = apply_patch(content_type, _scale_of(obj), body)
-                replicas = (patched.get("spec") or {}).get("replicas")
-                obj.setdefault("spec", {})["replicas"] = replicas
-                return obj
-            patched = apply_patch(content_type, obj, body)
-            # A patch that sets resourceVersion makes the write conditional on it.
-            return patched
-
-        obj = await self.service.guaranteed_update(
-            t.resource, t.namespace, t.name, mutate, "status" if sub == "status" else "", _dry_run(request)
+        apply = content_type.split(";")[0].strip() == APPLY_PATCH
+        obj = await self.service.patch(
+            t.resource,
+            t.namespace,
+            t.name,
+            content_type,
+            body,
+            t.subresource,
+            _dry_run(request),
+            request.query.get("fieldManager", "") if apply else _field_manager(request),
+            _flag(request.query.get("force")),
         )
-        if sub == "scale":
-            return _json(_scale_of(obj)), "patch"
-        return _json(obj), "patch"
+        return _json(obj), "apply" if apply else "patch"
 
     async def _delete(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
         text = await request.text()
@@ -277,25 +263,6 @@ class RestApi:
             return _json(listed), "deletecollection"
         result = await self.service.delete(t.resource, t.namespace, t.name, opts)
         return _json(result), "delete"
-
-    async def _bind(self, t: Target, body: dict[str, Any]) -> dict[str, Any]:
-        node = (body.get("target") or {}).get("name")
-        if not node:
-            raise errors.invalid(
-                "Binding", t.name, [errors.Cause("target.name", "Required value", "FieldValueRequired")]
-            )
-
-        def bind(pod: dict[str, Any]) -> dict[str, Any]:
-            spec = pod.setdefault("spec", {})
-            if spec.get("nodeName"):
-                raise errors.conflict(
-                    "", "pods", t.name, f"pod {t.name} is already assigned to node {spec['nodeName']!r}"
-                )
-            spec["nodeName"] = node
-            return pod
-
-        await self.service.guaranteed_update(t.resource, t.namespace, t.name, bind)
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # -- watch ------------------------------------------------------------------------
 
@@ -475,22 +442,11 @@ def _delete_options_from(body: dict[str, Any], request: web.Request) -> DeleteOp
     return DeleteOptions(grace_value, policy, body.get("preconditions"), dry_run)
 
 
-def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata") or {}
-    selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "creationTimestamp": meta.get("creationTimestamp"),
-        },
-        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
-        "status": {
-            "replicas": (obj.get("status") or {}).get("replicas", 0),
-            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
-        },
-    }
+def _field_manager(request: web.Request) -> str:
+    """The fieldManager of a write: the parameter, else the client's name
+    from its User-Agent, as kube-apiserver defaults it."""
+    given = request.query.get("fieldManager")
+    if given:
+        return given
+    agent = request.headers.get("User-Agent", "")
+    return agent.split("/", 1)[0][:128] or "unknown"

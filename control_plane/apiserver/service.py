@@ -30,6 +30,9 @@ from control_plane.apis.errors import ApiError, Cause
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apis.selectors import field_matcher, label_matcher
 from control_plane.apis.validation import validate
+from control_plane.apiserver import managed_fields
+from control_plane.apiserver.managed_fields import Manager
+from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
 from ha.errors import CommandFailed, ErrorCode, NotCommitted, OutcomeUnknown
 from ha.keys import prefix_end
 from ha.store import Store
@@ -67,6 +70,9 @@ class ApiService:
         self.store = store
         self.registry = registry
         self.clock = clock
+
+    def now(self) -> str:
+        return now_rfc3339(self.clock)
 
     # -- keys and encoding -----------------------------------------------------
 
@@ -167,7 +173,9 @@ class ApiService:
 
     # -- create -----------------------------------------------------------------
 
-    async def create(self, resource: Resource, namespace: str, obj: Object, dry_run: bool = False) -> Object:
+    async def create(
+        self, resource: Resource, namespace: str, obj: Object, dry_run: bool = False, manager: Manager | None = None
+    ) -> Object:
         if resource.virtual:
             raise errors.method_not_allowed(f"{resource.plural} cannot be created")
         if not isinstance(obj, dict):
@@ -188,11 +196,16 @@ class ApiService:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
+        meta.pop("managedFields", None)  # the server keeps them
+        if manager is not None and manager.operation == "Apply":
+            meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, self.now())
         apply_defaults(resource.plural, obj)
+        if manager is not None and manager.operation != "Apply":
+            meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, self.now())
         self._check(resource, obj, meta.get("name", ""))
         await self._require_namespace(resource, namespace, creating=True)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_rfc3339(self.clock)
+        meta["creationTimestamp"] = self.now()
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
         if resource.has_spec:
@@ -283,7 +296,14 @@ class ApiService:
     # -- update -----------------------------------------------------------------
 
     async def update(
-        self, resource: Resource, namespace: str, name: str, obj: Object, subresource: str = "", dry_run: bool = False
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        obj: Object,
+        subresource: str = "",
+        dry_run: bool = False,
+        manager: Manager | None = None,
     ) -> Object:
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
@@ -302,7 +322,7 @@ class ApiService:
                 "the object has been modified; please apply your changes to the latest version and try again",
             )
         updated = self._merge_update(resource, current, copy.deepcopy(obj), subresource)
-        return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run)
+        return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager)
 
     def _merge_update(self, resource: Resource, current: Object, new: Object, subresource: str) -> Object:
         """The object an update stores: what the client may change, over
@@ -322,6 +342,7 @@ class ApiService:
             "creationTimestamp",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
+            "managedFields",
         ):
             if fixed in old_meta:
                 meta[fixed] = old_meta[fixed]
@@ -344,12 +365,18 @@ class ApiService:
         updated: Object,
         revision: int,
         dry_run: bool = False,
+        manager: Manager | None = None,
     ) -> Object:
         """Store `updated` over `current` (read at `revision`): validation,
-        generation, and the end of a deletion whose finalizers are gone."""
+        generation, field ownership, and the end of a deletion whose
+        finalizers are gone."""
         meta = updated.setdefault("metadata", {})
         old_meta = current.get("metadata") or {}
         self._check(resource, updated, name)
+        if manager is not None:
+            meta["managedFields"] = managed_fields.record_update(
+                current, updated, manager, resource.api_version, self.now()
+            )
         if resource.has_spec:
             generation = int(old_meta.get("generation") or 1)
             if _spec_of(updated) != _spec_of(current):
@@ -388,6 +415,7 @@ class ApiService:
         subresource: str = "",
         dry_run: bool = False,
         attempts: int = 5,
+        manager: Manager | None = None,
     ) -> Object:
         """Read, mutate, write; on a concurrent change, again (patches)."""
         for attempt in range(attempts):
@@ -408,11 +436,151 @@ class ApiService:
             self._check_body_identity(resource, wanted, namespace, name)
             updated = self._merge_update(resource, current, wanted, subresource)
             try:
-                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run)
+                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager)
             except ApiError as e:
                 if e.code != 409 or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
+
+    # -- patch and apply ----------------------------------------------------------
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        subresource: str = "",
+        dry_run: bool = False,
+        field_manager: str = "",
+        force: bool = False,
+    ) -> Object:
+        """A merge, JSON, strategic merge or apply patch (by media type)."""
+        if patch_type.split(";")[0].strip() == APPLY_PATCH:
+            if subresource not in ("", "status"):
+                raise errors.unsupported_media_type(patch_type)
+            return await self.apply(resource, namespace, name, patch, field_manager, force, subresource, dry_run)
+        manager = Manager(field_manager, "Update", subresource) if field_manager else None
+
+        def mutate(obj: Object) -> Object:
+            if subresource == "scale":
+                patched = apply_patch(patch_type, scale_of(obj), patch)
+                obj.setdefault("spec", {})["replicas"] = (patched.get("spec") or {}).get("replicas")
+                return obj
+            # A patch that sets resourceVersion makes the write conditional on it.
+            return apply_patch(patch_type, obj, patch)
+
+        stored_sub = "status" if subresource == "status" else ""
+        obj = await self.guaranteed_update(resource, namespace, name, mutate, stored_sub, dry_run, manager=manager)
+        return scale_of(obj) if subresource == "scale" else obj
+
+    async def apply(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        config: Any,
+        field_manager: str,
+        force: bool = False,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> Object:
+        """Server-side apply: create the object from `config`, or merge it
+        in with field ownership (409 on another manager's fields)."""
+        if not field_manager:
+            raise errors.bad_request("PATCH requests with the apply content type need a fieldManager")
+        if not isinstance(config, dict):
+            raise errors.bad_request("the applied configuration must be an object")
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise errors.bad_request("the applied configuration must set apiVersion and kind")
+        self._check_body_identity(resource, config, namespace, name)
+        config = copy.deepcopy(config)
+        config["metadata"]["name"] = name
+        wanted_rv = config["metadata"].pop("resourceVersion", None)
+        manager = Manager(field_manager, "Apply", subresource)
+        key = self.key(resource, namespace, name)
+        for attempt in range(5):
+            kv = await self._range_one(key)
+            if kv is None:
+                if subresource or wanted_rv:
+                    raise errors.not_found(resource.group, resource.plural, name)
+                try:
+                    return await self.create(resource, namespace, config, dry_run, manager)
+                except ApiError as e:
+                    if e.reason != "AlreadyExists" or attempt == 4:
+                        raise
+                    continue
+            current = self.decode(kv)
+            if wanted_rv and wanted_rv != str(kv.mod_revision):
+                raise errors.conflict(
+                    resource.group,
+                    resource.plural,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                )
+            merged = managed_fields.apply(current, config, manager, force, resource.api_version, self.now())
+            updated = self._merge_update(resource, current, merged, subresource)
+            updated["metadata"]["managedFields"] = merged["metadata"]["managedFields"]
+            try:
+                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run)
+            except ApiError as e:
+                if e.code != 409 or attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- subresources: scale, binding, eviction ------------------------------------
+
+    async def get_scale(self, resource: Resource, namespace: str, name: str, resource_version: str = "") -> Object:
+        return scale_of(await self.get(resource, namespace, name, resource_version))
+
+    async def update_scale(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        scale: Object,
+        dry_run: bool = False,
+        field_manager: str = "",
+    ) -> Object:
+        replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise errors.invalid("Scale", name, [Cause("spec.replicas", "must be greater than or equal to 0")])
+        wanted_rv = (scale.get("metadata") or {}).get("resourceVersion")
+
+        def set_replicas(obj: Object) -> Object:
+            if wanted_rv:
+                obj["metadata"]["resourceVersion"] = wanted_rv
+            obj.setdefault("spec", {})["replicas"] = replicas
+            return obj
+
+        manager = Manager(field_manager, "Update", "scale") if field_manager else None
+        obj = await self.guaranteed_update(
+            resource, namespace, name, set_replicas, dry_run=dry_run, attempts=1 if wanted_rv else 5, manager=manager
+        )
+        return scale_of(obj)
+
+    async def bind(self, resource: Resource, namespace: str, name: str, binding: Object) -> Object:
+        """pods/binding: assign an unassigned pod to a node, once."""
+        node = ((binding.get("target") or {}) if isinstance(binding, dict) else {}).get("name")
+        if not node:
+            raise errors.invalid("Binding", name, [Cause("target.name", "Required value", "FieldValueRequired")])
+
+        def assign(pod: Object) -> Object:
+            spec = pod.setdefault("spec", {})
+            if spec.get("nodeName"):
+                raise errors.conflict("", "pods", name, f"pod {name} is already assigned to node {spec['nodeName']!r}")
+            spec["nodeName"] = node
+            return pod
+
+        await self.guaranteed_update(resource, namespace, name, assign)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    async def evict(self, resource: Resource, namespace: str, name: str, opts: DeleteOptions) -> Object:
+        """pods/eviction: a delete that disruption budgets could refuse
+        (there are none yet, so it is always allowed)."""
+        await self.delete(resource, namespace, name, opts)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # -- delete -----------------------------------------------------------------
 
@@ -617,6 +785,28 @@ class ApiService:
             except ApiError as e:
                 if e.code != 409:
                     raise
+
+
+def scale_of(obj: Object) -> Object:
+    """The autoscaling/v1 Scale of a workload."""
+    meta = obj.get("metadata") or {}
+    selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        },
+    }
 
 
 def _spec_of(obj: Object) -> Any:

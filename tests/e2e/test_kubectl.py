@@ -178,24 +178,52 @@ def test_apply_twice_merges_containers_by_name(kubectl: Kubectl, tmp_path: Path)
     assert containers[1]["command"] == ["sleep", "3600"]
 
 
+def test_server_side_apply_creates_updates_and_reports_conflicts(kubectl: Kubectl, tmp_path: Path) -> None:
+    first = tmp_path / "app.yaml"
+    first.write_text(APP_V1)
+    out = kubectl.run("apply", "--server-side", "-f", str(first))
+    assert "configmap/web-config serverside-applied" in out and "deployment.apps/web serverside-applied" in out
+    second = tmp_path / "app2.yaml"
+    second.write_text(APP_V1.replace("nginx:1.25", "nginx:1.27").replace("        - containerPort: 443\n", ""))
+    kubectl.run("apply", "--server-side", "-f", str(second))
+    applied = kubectl.json("get", "deployment", "web", "--show-managed-fields")
+    containers = applied["spec"]["template"]["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [("frontend", "nginx:1.27"), ("sidecar", "busybox:1.36")]
+    assert containers[0]["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+    [entry] = applied["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"], entry["fieldsType"]) == ("kubectl", "Apply", "FieldsV1")
+
+    kubectl.run("scale", "deployment", "web", "--replicas=5")
+    conflict = kubectl.run("apply", "--server-side", "-f", str(second), check=False)
+    assert "Apply failed with 1 conflict" in conflict and ".spec.replicas" in conflict, conflict
+    assert kubectl.json("get", "deployment", "web")["spec"]["replicas"] == 5
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(second))
+    assert kubectl.json("get", "deployment", "web")["spec"]["replicas"] == 2
+
+
 def test_get_watch_prints_events_as_they_happen(kubectl: Kubectl) -> None:
+    kubectl.run("create", "configmap", "before", "--from-literal=a=b")
     watch = subprocess.Popen(
         [*kubectl.base, "-n", kubectl.namespace, "get", "configmaps", "-w"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    assert watch.stdout is not None
+
+    def read_until(name: str, count: int) -> None:
+        deadline = time.monotonic() + 15
+        while sum(1 for line in lines if line.startswith(name)) < count:
+            assert time.monotonic() < deadline, f"watch printed: {lines}"
+            lines.append(watch.stdout.readline().rstrip())  # type: ignore[union-attr]
+
     try:
-        time.sleep(1.0)  # let the watch start before the changes
+        read_until("before", 1)  # the watch has listed: what follows are events
         kubectl.run("create", "configmap", "watched", "--from-literal=a=b")
         kubectl.run("label", "configmap", "watched", "x=y")
         kubectl.run("delete", "configmap", "watched")
-        lines: list[str] = []
-        deadline = time.monotonic() + 15
-        assert watch.stdout is not None
-        while sum(1 for line in lines if line.startswith("watched")) < 3:
-            assert time.monotonic() < deadline, f"watch printed: {lines}"
-            lines.append(watch.stdout.readline().rstrip())
+        read_until("watched", 3)
     finally:
         watch.kill()
         watch.wait(5)
