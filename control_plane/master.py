@@ -1,15 +1,14 @@
 """One master replica (`raftkube server`): the composition root that runs
-the replicated store and serves it over gRPC, with health checking,
-reflection, and Prometheus metrics over HTTP.
-
-Later parts of the control plane (API server, scheduler, controller-manager)
-join here, on the same event loop and gRPC port.
+the replicated store, the API server's gRPC resource service on the same
+port (with health checking and reflection), the Kubernetes REST API, and
+Prometheus metrics over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,11 +21,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis.errors import ApiError
+from control_plane.apiserver import grpc_service
 from control_plane.apiserver.components import component_statuses
+from control_plane.apiserver.grpc_service import ResourcesService
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.rest import RestApi
-from control_plane.apiserver.service import ApiService
+from control_plane.apiserver.service import ApiService, VirtualLists
 from ha.limits import MAX_VALUE_BYTES
 from ha.raft_node import RaftConfig
 from ha.server import SERVICE_NAMES, StoreServer
@@ -120,6 +122,10 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Clients ping to notice a master that stopped answering; let them.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4000),
+            ("grpc.http2.max_ping_strikes", 0),
         ]
     )
     try:
@@ -131,10 +137,21 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     except Exception as e:  # pysyncobj raises bare exceptions when it cannot bind
         raise ConfigError(f"cannot start Raft on {config.raft_address}: {e!r}") from e
     store_server.register(grpc_server)
+    api_service = ApiService(store)
+    api_metrics = ApiMetrics(registry)
+    virtual_lists = {"componentstatuses": functools.partial(component_statuses, api_service, store)}
+    resources_pb2_grpc.add_ResourcesServicer_to_server(
+        ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists), grpc_server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            *SERVICE_NAMES,
+            grpc_service.SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         grpc_server,
     )
     await grpc_server.start()
@@ -154,7 +171,10 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR2, lambda: _log_raft_state(store_server))
     health_task = loop.create_task(_report_health(store_server, health_servicer))
-    api_runner = await _start_api(config, store, registry) if config.api_address else None
+    api_runner = (
+        await _start_rest(config, api_service, api_metrics, store, virtual_lists) if config.api_address else None
+    )
+    bootstrap_task = loop.create_task(_bootstrap(api_service))
     if ready is not None:
         ready.set()
     try:
@@ -162,6 +182,7 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     finally:
         log.info("master %s stopping", config.member_id)
         health_task.cancel()
+        bootstrap_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await health_task
         if api_runner is not None:
@@ -173,9 +194,13 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         del store
 
 
-async def _start_api(config: MasterConfig, store: Store, registry: CollectorRegistry) -> web.AppRunner:
-    service = ApiService(store)
-
+async def _start_rest(
+    config: MasterConfig,
+    service: ApiService,
+    metrics: ApiMetrics,
+    store: Store,
+    virtual_lists: VirtualLists,
+) -> web.AppRunner:
     async def readiness() -> list[tuple[str, bool, str]]:
         status = await store.status()
         return [
@@ -184,11 +209,7 @@ async def _start_api(config: MasterConfig, store: Store, registry: CollectorRegi
         ]
 
     rest = RestApi(
-        service,
-        ApiMetrics(registry),
-        server_address=config.api_address,
-        readiness=readiness,
-        virtual_lists={"componentstatuses": lambda: component_statuses(service, store)},
+        service, metrics, server_address=config.api_address, readiness=readiness, virtual_lists=virtual_lists
     )
     runner = web.AppRunner(rest.app, access_log=None)
     await runner.setup()
@@ -197,7 +218,6 @@ async def _start_api(config: MasterConfig, store: Store, registry: CollectorRegi
         await web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True).start()
     except OSError as e:
         raise ConfigError(f"cannot listen for the API on {config.api_address}: {e.strerror}") from None
-    asyncio.get_running_loop().create_task(_bootstrap(service))
     log.info("master %s serving the Kubernetes API on http://%s", config.member_id, config.api_address)
     return runner
 
@@ -232,6 +252,6 @@ async def _report_health(store_server: StoreServer, servicer: health.aio.HealthS
     while True:
         node = store_server.node
         status = serving if node is not None and node.can_propose() else not_serving
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *SERVICE_NAMES, grpc_service.SERVICE_NAME):
             await servicer.set(name, status)
         await asyncio.sleep(0.5)

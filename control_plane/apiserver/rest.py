@@ -24,7 +24,7 @@ from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.patch import APPLY_PATCH
-from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions
+from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions, VirtualLists
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class RestApi:
         server_address: str = "",
         registry: Registry = REGISTRY,
         readiness: Callable[[], Awaitable[list[tuple[str, bool, str]]]] | None = None,
-        virtual_lists: dict[str, Callable[[], Awaitable[list[dict[str, Any]]]]] | None = None,
+        virtual_lists: VirtualLists | None = None,
     ):
         self.service = service
         self.metrics = metrics
@@ -430,16 +430,13 @@ def _list_options(q: Any) -> ListOptions:
 
 def _delete_options_from(body: dict[str, Any], request: web.Request) -> DeleteOptions:
     q = request.query
-    grace = body.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
-    try:
-        grace_value = int(grace) if grace is not None else None
-    except (TypeError, ValueError):
-        raise errors.bad_request("gracePeriodSeconds must be an integer") from None
-    policy = body.get("propagationPolicy", q.get("propagationPolicy"))
-    if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
-        raise errors.bad_request(f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground")
-    dry_run = bool(body.get("dryRun")) or bool(request.query.getall("dryRun", []))
-    return DeleteOptions(grace_value, policy, body.get("preconditions"), dry_run)
+    dry_run = bool(body.get("dryRun")) or bool(q.getall("dryRun", []))
+    return DeleteOptions.parse(
+        body.get("gracePeriodSeconds", q.get("gracePeriodSeconds")),
+        body.get("propagationPolicy", q.get("propagationPolicy")),
+        body.get("preconditions"),
+        dry_run,
+    )
 
 
 def _field_manager(request: web.Request) -> str:

@@ -20,7 +20,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ from ha.store import Store
 from ha.storepb import kv_pb2
 
 Object = dict[str, Any]
+# Resources computed on read (componentstatuses): plural -> lister.
+VirtualLists = Mapping[str, Callable[[], Awaitable[list[Object]]]]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no 0/1/3
 
@@ -63,6 +65,22 @@ class DeleteOptions:
     propagation_policy: str | None = None
     preconditions: dict[str, Any] | None = None
     dry_run: bool = False
+
+    @classmethod
+    def parse(
+        cls, grace: Any = None, policy: Any = None, preconditions: Any = None, dry_run: bool = False
+    ) -> DeleteOptions:
+        """Options as a client sent them (a DeleteOptions body, query
+        parameters), checked: bad ones are a 400."""
+        try:
+            grace_value = int(grace) if grace is not None else None
+        except (TypeError, ValueError):
+            raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+        if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+            raise errors.bad_request(f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground")
+        if preconditions is not None and not isinstance(preconditions, dict):
+            raise errors.bad_request("preconditions must be an object")
+        return cls(grace_value, policy, preconditions or None, dry_run)
 
 
 class ApiService:

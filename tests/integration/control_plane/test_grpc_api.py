@@ -1,0 +1,257 @@
+"""The gRPC resource API and the client library (ApiClient, Informer,
+Lister) against a real 3-master cluster: the same objects and errors as
+the REST API, and an informer that keeps its cache exact across a kill -9
+of the master it watches through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from control_plane.apipb import resources_pb2 as pb
+from control_plane.apipb import resources_pb2_grpc
+from control_plane.apis.errors import ApiError
+from control_plane.apis.grpc_errors import from_rpc_error
+from control_plane.client import ApiClient, Informer, resource
+from control_plane.local_cluster import LocalCluster
+
+PODS = resource("pods")
+CONFIGMAPS = resource("configmaps")
+DEPLOYMENTS = resource("deployments", "apps")
+NAMESPACES = resource("namespaces")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster.create(str(tmp_path_factory.mktemp("grpc-api")), 3)
+    c.start()
+    try:
+        c.wait_ready(60)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+async def client(cluster: LocalCluster) -> AsyncIterator[ApiClient]:
+    async with ApiClient(cluster.endpoints, user_agent="grpc-test/1.0") as c:
+        yield c
+
+
+@pytest.fixture
+async def ns(client: ApiClient, request: pytest.FixtureRequest) -> str:
+    name = request.node.name.removeprefix("test_").replace("_", "-")[:50].strip("-")
+    await client.create(NAMESPACES, {"metadata": {"name": name}})
+    return name
+
+
+def pod(name: str, **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels or {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+
+
+def rest_get(cluster: LocalCluster, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(cluster.api_endpoints[1] + path, timeout=10) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+async def test_objects_are_the_ones_rest_serves(client: ApiClient, ns: str, cluster: LocalCluster) -> None:
+    created = await client.create(PODS, pod("p"), ns)
+    assert created["metadata"]["managedFields"][0]["manager"] == "grpc-test"
+    via_rest = rest_get(cluster, f"/api/v1/namespaces/{ns}/pods/p")
+    assert via_rest == created
+
+    relabeled = await client.patch(PODS, "p", {"metadata": {"labels": {"tier": "db"}}}, ns)
+    assert relabeled["metadata"]["labels"] == {"app": "x", "tier": "db"}
+    with pytest.raises(ApiError) as stale:
+        await client.update(PODS, created)
+    assert (stale.value.code, stale.value.reason) == (409, "Conflict")
+    strategic = await client.patch(
+        PODS, "p", {"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}, ns, "strategic"
+    )
+    assert [c["image"] for c in strategic["spec"]["containers"]] == ["busybox:1.36"]
+
+    deleted = await client.delete(PODS, "p", ns)
+    assert deleted["status"] == "Success"
+    with pytest.raises(ApiError) as missing:
+        await client.get(PODS, "p", ns)
+    assert (missing.value.code, missing.value.message) == (404, 'pods "p" not found')
+
+
+async def test_server_side_apply_and_scale(client: ApiClient, ns: str) -> None:
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": ns},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
+        },
+    }
+    await client.apply(DEPLOYMENTS, deployment, "team-a")
+    with pytest.raises(ApiError) as conflict:
+        await client.apply(DEPLOYMENTS, {**deployment, "spec": {**deployment["spec"], "replicas": 3}}, "team-b")
+    assert conflict.value.code == 409
+    assert [(c.field, c.reason) for c in conflict.value.causes] == [(".spec.replicas", "FieldManagerConflict")]
+    scale = await client.patch(DEPLOYMENTS, "d", {"spec": {"replicas": 4}}, ns, subresource="scale")
+    assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 4)
+
+
+async def test_errors_are_the_kubernetes_statuses(client: ApiClient, ns: str, cluster: LocalCluster) -> None:
+    with pytest.raises(ApiError) as invalid:
+        await client.create(PODS, {"metadata": {"name": "Bad_Name"}, "spec": {}}, ns)
+    assert invalid.value.code == 422 and {"metadata.name", "spec.containers"} <= {c.field for c in invalid.value.causes}
+    with pytest.raises(ApiError) as exists:
+        await client.create(NAMESPACES, {"metadata": {"name": ns}})
+    assert (exists.value.code, exists.value.reason) == (409, "AlreadyExists")
+
+    # What the client library cannot send: raw stubs.
+    async with grpc.aio.insecure_channel(cluster.endpoints[0]) as channel:
+        stub = resources_pb2_grpc.ResourcesStub(channel)
+        cases = [
+            (
+                pb.ResourceRef(version="v1", resource="frobnicators", namespace=ns),
+                b"{}",
+                grpc.StatusCode.NOT_FOUND,
+                404,
+            ),
+            (
+                pb.ResourceRef(version="v1", resource="configmaps", namespace=ns),
+                b'{"metadata": {',
+                grpc.StatusCode.INVALID_ARGUMENT,
+                400,
+            ),
+            (
+                pb.ResourceRef(version="v1", resource="configmaps", namespace=ns),
+                json.dumps({"metadata": {"name": "big"}, "data": {"x": "a" * (3 << 20)}}).encode(),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                413,
+            ),
+        ]
+        for ref, body, code, http in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Create(pb.CreateRequest(ref=ref, object=body))
+            status = from_rpc_error(err.value)
+            assert err.value.code() == code and status is not None and status.code == http, (ref, status)
+    names = [c["metadata"]["name"] for c in (await client.list(CONFIGMAPS, ns))["items"]]
+    assert names == []  # nothing stored
+
+
+async def test_list_pages_and_watch_from_a_revision(client: ApiClient, ns: str, cluster: LocalCluster) -> None:
+    for i in range(5):
+        await client.create(CONFIGMAPS, {"metadata": {"name": f"c{i}"}}, ns)
+    first = await client.list(CONFIGMAPS, ns, limit=2)
+    assert len(first["items"]) == 2 and first["metadata"]["continue"]
+    everything = await client.list_all(CONFIGMAPS, ns, page=2)
+    assert [c["metadata"]["name"] for c in everything["items"]] == [f"c{i}" for i in range(5)]
+
+    start = everything["metadata"]["resourceVersion"]
+    await client.patch(CONFIGMAPS, "c1", {"data": {"k": "v"}}, ns)
+    await client.delete(CONFIGMAPS, "c2", ns)
+    seen = []
+    async for event in client.watch(CONFIGMAPS, ns, resource_version=start):
+        seen.append((event["type"], event["object"]["metadata"]["name"]))
+        if len(seen) == 2:
+            break
+    assert seen == [("MODIFIED", "c1"), ("DELETED", "c2")]
+
+    with cluster.client() as store:
+        store.compact(int((await client.get(CONFIGMAPS, "c1", ns))["metadata"]["resourceVersion"]))
+    with pytest.raises(ApiError) as gone:
+        async for _ in client.watch(CONFIGMAPS, ns, resource_version=start, timeout_seconds=10):
+            pass
+    assert gone.value.code == 410
+
+
+async def test_informer_cache_handlers_and_indexes(client: ApiClient, ns: str) -> None:
+    await client.create(PODS, {**pod("early"), "spec": {**pod("early")["spec"], "nodeName": "n1"}}, ns)
+    informer = Informer(client, PODS, ns)
+    informer.add_index("node", lambda p: [p["spec"].get("nodeName", "")])
+    events: list[tuple[str, str]] = []
+    informer.add_handler(
+        on_add=lambda p: events.append(("add", p["metadata"]["name"])),
+        on_update=lambda old, new: events.append(("update", new["metadata"]["name"])),
+        on_delete=lambda p: events.append(("delete", p["metadata"]["name"])),
+    )
+    informer.start()
+    try:
+        await informer.wait_for_sync(10)
+        assert events == [("add", "early")]
+        await client.create(PODS, pod("late"), ns)
+        await client.bind(ns, "late", "n2")
+        await client.delete(PODS, "early", ns, grace_period_seconds=0)
+        await wait_until(lambda: len(events) >= 4, "informer events")
+        assert events == [("add", "early"), ("add", "late"), ("update", "late"), ("delete", "early")]
+        assert informer.lister.get("late", ns)["spec"]["nodeName"] == "n2"  # type: ignore[index]
+        assert [p["metadata"]["name"] for p in informer.lister.by_index("node", "n2")] == ["late"]
+        assert informer.lister.by_index("node", "n1") == []
+        assert [p["metadata"]["name"] for p in informer.lister.list(ns, "app=x")] == ["late"]
+    finally:
+        await informer.stop()
+
+
+async def wait_until(condition: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_informer_sees_every_change_once_across_a_kill_of_its_master(
+    client: ApiClient, ns: str, cluster: LocalCluster
+) -> None:
+    informer = Informer(client, CONFIGMAPS, ns)
+    seen: list[str] = []
+    informer.add_handler(on_add=lambda c: seen.append(c["metadata"]["name"]))
+    informer.start()
+    acked: list[str] = []
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        # A writer with its own client, failing over like any other.
+        async with ApiClient(cluster.endpoints, timeout=3.0, retry_for=30.0) as writer:
+            i = 0
+            while not stop.is_set():
+                name = f"cm-{i}"
+                try:
+                    await writer.create(CONFIGMAPS, {"metadata": {"name": name}}, ns)
+                    acked.append(name)
+                except ApiError as e:
+                    if e.reason == "AlreadyExists":  # an unknown outcome retried
+                        acked.append(name)
+                    elif e.code not in (503, 504):
+                        raise
+                i += 1
+
+    writer = asyncio.create_task(write())
+    victim = next(m for m in cluster.masters if m.grpc_address == client.endpoint)
+    try:
+        await informer.wait_for_sync(10)
+        await wait_until(lambda: len(seen) >= 20, "events before the kill")
+        cluster.kill(victim.id)
+        before = len(acked)
+        await wait_until(lambda: len(acked) >= before + 20, "writes after the kill", timeout=30)
+        stop.set()
+        await writer
+        await wait_until(lambda: set(acked) <= set(seen), "the informer to catch up", timeout=30)
+    finally:
+        stop.set()
+        await writer
+        await informer.stop()
+        cluster.start(victim.id)
+        cluster.wait_ready(30)
+    assert client.endpoint != victim.grpc_address
+    assert len(seen) == len(set(seen)), "an event was delivered twice"
+    assert set(acked) <= set(seen)
+    assert informer.rewatches >= 2 and informer.relists == 1
