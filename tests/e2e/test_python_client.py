@@ -1,0 +1,201 @@
+"""The official `kubernetes` Python client (from PyPI, unmodified) against a
+3-master cluster: list, create, patch, and the list-then-watch loop users
+write with it, which must see every change exactly once across a kill -9
+of the master it watches through."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+
+from control_plane.local_cluster import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster.create(str(tmp_path_factory.mktemp("pyclient")), 3)
+    c.start()
+    try:
+        c.wait_ready(60)
+        yield c
+    finally:
+        c.stop()
+
+
+def core(host: str) -> k8s.CoreV1Api:
+    config = k8s.Configuration(host=host)
+    config.retries = 0  # a dead master is for the caller to handle, not to retry
+    return k8s.CoreV1Api(k8s.ApiClient(config))
+
+
+def test_list_create_and_patch(cluster: LocalCluster) -> None:
+    for host in cluster.api_endpoints:
+        api = core(host)
+        names = {ns.metadata.name for ns in api.list_namespace().items}
+        assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+    api = core(cluster.api_endpoints[1])
+    api.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="pyclient")))
+    created = api.create_namespaced_config_map(
+        "pyclient", k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="settings", labels={"app": "py"}), data={"a": "1"})
+    )
+    assert created.metadata.uid and created.metadata.resource_version
+    patched = api.patch_namespaced_config_map("settings", "pyclient", {"data": {"b": "2"}})
+    assert patched.data == {"a": "1", "b": "2"}
+    listed = api.list_namespaced_config_map("pyclient", label_selector="app=py")
+    assert [c.metadata.name for c in listed.items] == ["settings"]
+    with pytest.raises(ApiException) as conflict:
+        api.create_namespaced_config_map("pyclient", k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="settings")))
+    assert conflict.value.status == 409
+    deployment = k8s.AppsV1Api(api.api_client).create_namespaced_deployment(
+        "pyclient",
+        k8s.V1Deployment(
+            metadata=k8s.V1ObjectMeta(name="web"),
+            spec=k8s.V1DeploymentSpec(
+                replicas=2,
+                selector=k8s.V1LabelSelector(match_labels={"app": "web"}),
+                template=k8s.V1PodTemplateSpec(
+                    metadata=k8s.V1ObjectMeta(labels={"app": "web"}),
+                    spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="web", image="nginx")]),
+                ),
+            ),
+        ),
+    )
+    assert deployment.spec.strategy.type == "RollingUpdate"  # defaulted, as Kubernetes does
+
+
+class ListWatchLoop:
+    """What a user writes with the client: list, then watch from the
+    list's resourceVersion; when the watch breaks, watch again from the last
+    resourceVersion seen, through the next master; relist on 410."""
+
+    def __init__(self, hosts: list[str], namespace: str):
+        self.hosts = hosts
+        self.namespace = namespace
+        self.current = 0
+        self.events: list[tuple[str, str]] = []
+        self.switches = 0
+        self.relists = 0
+        self.resource_version = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return self.hosts[self.current]
+
+    def start(self) -> ListWatchLoop:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            api = core(self.host)
+            try:
+                if not self.resource_version:
+                    listed = api.list_namespaced_config_map(self.namespace, _request_timeout=5)
+                    self.relists += 1
+                    self.events += [("LISTED", c.metadata.name) for c in listed.items]
+                    self.resource_version = listed.metadata.resource_version
+                w = k8s_watch.Watch()
+                for event in w.stream(
+                    api.list_namespaced_config_map,
+                    self.namespace,
+                    resource_version=self.resource_version,
+                    timeout_seconds=2,  # come back regularly to check for stop
+                    _request_timeout=(2, 10),  # connect, then read: a silent master is a dead one
+                ):
+                    obj = event["raw_object"]
+                    self.events.append((event["type"], obj["metadata"]["name"]))
+                    self.resource_version = obj["metadata"]["resourceVersion"]
+            except ApiException as e:
+                if e.status == 410:
+                    self.resource_version = ""  # relist
+                else:
+                    self._switch()
+            except (urllib3.exceptions.HTTPError, OSError):
+                self._switch()
+
+    def _switch(self) -> None:
+        self.current = (self.current + 1) % len(self.hosts)
+        self.switches += 1
+        time.sleep(0.05)
+
+
+def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(cluster: LocalCluster) -> None:
+    namespace = "watched"
+    writer_api = core(cluster.api_endpoints[2])
+    writer_api.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    for i in range(3):
+        writer_api.create_namespaced_config_map(namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=f"pre-{i}")))
+    loop = ListWatchLoop(cluster.api_endpoints, namespace).start()
+    acked: list[str] = []
+    stop_writing = threading.Event()
+
+    def write() -> None:
+        # Through every master in turn, retrying a create whose outcome is
+        # unknown under the same name: AlreadyExists then means it happened.
+        i = 0
+        while not stop_writing.is_set():
+            name = f"cm-{i}"
+            for attempt in range(60):
+                api = core(cluster.api_endpoints[(i + attempt) % 3])
+                try:
+                    api.create_namespaced_config_map(
+                        namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=name)), _request_timeout=5
+                    )
+                    break
+                except ApiException as e:
+                    if e.status == 409:
+                        break
+                    time.sleep(0.05)
+                except (urllib3.exceptions.HTTPError, OSError):
+                    time.sleep(0.05)
+            else:
+                raise AssertionError(f"could not create {name}")
+            acked.append(name)
+            i += 1
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    watched = next(m for m in cluster.masters if f"http://{m.api_address}" == loop.host)
+    try:
+        wait_for(lambda: sum(1 for t, _ in loop.events if t == "ADDED") >= 20, "events before the kill")
+        cluster.kill(watched.id)
+        before = len(acked)
+        wait_for(lambda: len(acked) >= before + 30, "writes after the kill")
+        stop_writing.set()
+        writer.join(30)
+        wait_for(lambda: set(acked) <= {n for t, n in loop.events if t == "ADDED"}, "the watch to catch up")
+    finally:
+        stop_writing.set()
+        loop.stop()
+        cluster.start(watched.id)
+        cluster.wait_ready(30)
+    added = [n for t, n in loop.events if t == "ADDED"]
+    listed = [n for t, n in loop.events if t == "LISTED"]
+    print(
+        f"{len(acked)} creates acknowledged; the loop saw {len(added)} ADDED events, switched masters "
+        f"{loop.switches} times, listed {loop.relists} time(s)"
+    )
+    assert listed == ["pre-0", "pre-1", "pre-2"] and loop.relists == 1
+    assert len(added) == len(set(added)), "an event was seen twice"
+    assert set(added) == set(acked), f"missed: {sorted(set(acked) - set(added))[:5]}"
+    assert loop.switches >= 1
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
