@@ -1,3 +1,5 @@
+# The client's models type every field Optional; the server fills them in.
+# mypy: disable-error-code="union-attr"
 """The official `kubernetes` Python client (from PyPI, unmodified) against a
 3-master cluster: list, create, patch, and the list-then-watch loop users
 write with it, which must see every change exactly once across a kill -9
@@ -105,8 +107,8 @@ class ListWatchLoop:
                 if not self.resource_version:
                     listed = api.list_namespaced_config_map(self.namespace, _request_timeout=5)
                     self.relists += 1
-                    self.events += [("LISTED", c.metadata.name) for c in listed.items]
-                    self.resource_version = listed.metadata.resource_version
+                    self.events += [("LISTED", str(c.metadata.name)) for c in listed.items]
+                    self.resource_version = str(listed.metadata.resource_version)
                 w = k8s_watch.Watch()
                 for event in w.stream(
                     api.list_namespaced_config_map,
