@@ -120,7 +120,8 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     grpc_server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Lists have no size limit (10,000 pods are ~20 MB), as in Kubernetes.
+            ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),
             # Clients ping to notice a master that stopped answering; let them.
             ("grpc.keepalive_permit_without_calls", 1),

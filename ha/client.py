@@ -80,7 +80,7 @@ class StoreClient:
                 self._channels[endpoint] = grpc.insecure_channel(
                     endpoint,
                     options=[
-                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_receive_message_length", -1),  # ranges are as large as they are
                         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                         ("grpc.initial_reconnect_backoff_ms", 100),
                         ("grpc.max_reconnect_backoff_ms", 1000),

@@ -5,12 +5,12 @@ client sees exactly the error a REST client would."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
+from control_plane.apis import codec
 from control_plane.apis.errors import ApiError, Cause
 
 STATUS_TRAILER = "k8s-status-bin"
@@ -40,7 +40,7 @@ def grpc_code(error: ApiError) -> grpc.StatusCode:
 
 
 def trailer(error: ApiError) -> tuple[tuple[str, bytes]]:
-    return ((STATUS_TRAILER, json.dumps(error.status(), separators=(",", ":")).encode()),)
+    return ((STATUS_TRAILER, codec.dumps(error.status())),)
 
 
 def from_status(status: dict[str, Any]) -> ApiError:
@@ -65,5 +65,5 @@ def from_rpc_error(error: grpc.RpcError) -> ApiError | None:
     metadata: Iterable[tuple[str, Any]] = (trailing() if trailing else None) or ()
     for key, value in metadata:
         if key == STATUS_TRAILER:
-            return from_status(json.loads(value))
+            return from_status(codec.loads(value))
     return None

@@ -6,18 +6,16 @@ trailer (control_plane.apis.grpc_errors)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import yaml
 
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
-from control_plane.apis import errors
+from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.grpc_errors import grpc_code, trailer
 from control_plane.apis.resources import REGISTRY, Registry, Resource
@@ -48,7 +46,7 @@ EVENT_TYPES = {
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return codec.dumps(obj)
 
 
 class ResourcesService(resources_pb2_grpc.ResourcesServicer):
@@ -82,8 +80,8 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         if len(data) > MAX_OBJECT_BYTES:
             raise ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_OBJECT_BYTES}")
         try:
-            obj = yaml.safe_load(data) if yaml_ok else json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, yaml.YAMLError) as e:
+            obj = codec.load_yaml(data) if yaml_ok else codec.loads(data)
+        except codec.DecodeError as e:
             raise errors.bad_request(f"the object could not be decoded: {e}") from None
         if not isinstance(obj, dict) and not (allow_list and isinstance(obj, list)):
             raise errors.bad_request("the object must be a JSON object")

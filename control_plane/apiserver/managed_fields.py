@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,10 @@ class _Entry:
     time: str
     subresource: str
     fields: set[Path] = field(default_factory=set)
+    # The fieldsV1 the fields were decoded from, and the fields then: an
+    # entry the write did not change is written back as it was read.
+    tree: Object | None = None
+    decoded: frozenset[Path] = frozenset()
 
     def same_writer(self, m: Manager) -> bool:
         return (self.manager, self.operation, self.subresource) == (m.name, m.operation, m.subresource)
@@ -60,24 +64,59 @@ class _Entry:
 # -- field sets -------------------------------------------------------------------------
 
 
-def field_set(obj: Object, subresource: str = "") -> set[Path]:
-    """The fields of `obj` a manager can own: the status for the status
-    subresource, otherwise everything but the status and server metadata."""
-    out: set[Path] = set()
+Root = tuple[Any, Path, str, str]  # value, path, field name, parent field name
+
+
+def _roots(obj: Object, subresource: str) -> Iterator[Root]:
+    """The top-level fields of `obj` a manager can own: the status for the
+    status subresource, otherwise everything but the status and server
+    metadata."""
     if subresource == "status":
         if "status" in obj:
-            _walk(obj["status"], ("f:status",), "status", "", out)
-        return out
+            yield obj["status"], ("f:status",), "status", ""
+        return
     for key, value in obj.items():
-        if key in ("apiVersion", "kind", "status"):
-            continue
         if key == "metadata":
-            for mkey in OWNED_METADATA:
-                if isinstance(value, dict) and mkey in value:
-                    _walk(value[mkey], ("f:metadata", f"f:{mkey}"), mkey, "metadata", out)
-            continue
-        _walk(value, (f"f:{key}",), key, "", out)
+            if isinstance(value, dict):
+                for mkey in OWNED_METADATA:
+                    if mkey in value:
+                        yield value[mkey], ("f:metadata", f"f:{mkey}"), mkey, "metadata"
+        elif key not in ("apiVersion", "kind", "status"):
+            yield value, (f"f:{key}",), key, ""
+
+
+def field_set(obj: Object, subresource: str = "") -> set[Path]:
+    out: set[Path] = set()
+    for value, path, name, parent in _roots(obj, subresource):
+        _walk(value, path, name, parent, out)
     return out
+
+
+def fields_v1_of(obj: Object, subresource: str = "") -> Object:
+    """to_fields_v1(field_set(obj)), built in one walk (every create)."""
+    root: Object = {}
+    for value, path, name, parent in _roots(obj, subresource):
+        node = root
+        for element in path[:-1]:
+            node = node.setdefault(element, {})
+        node[path[-1]] = _tree(value, name, parent)
+    return root
+
+
+def _tree(value: Any, name: str, parent: str) -> Object:
+    shape = _shape(value, name, parent)
+    if shape == "map":
+        return {f"f:{k}": _tree(v, k, name) for k, v in value.items()}
+    if shape == "keyed":
+        key = merge_key(parent, name)
+        assert key is not None
+        return {
+            _key_element(key, item[key]): {".": {}, **{f"f:{k}": _tree(v, k, name) for k, v in item.items()}}
+            for item in value
+        }
+    if shape == "set":
+        return {f"v:{json.dumps(v)}": {} for v in value}
+    return {}
 
 
 def _walk(value: Any, path: Path, name: str, parent: str, out: set[Path]) -> None:
@@ -211,9 +250,11 @@ def _decode(managed: Any) -> list[_Entry]:
                     str(raw.get("apiVersion", "")),
                     str(raw.get("time", "")),
                     str(raw.get("subresource", "")),
-                    from_fields_v1(raw.get("fieldsV1")),
                 )
             )
+            entries[-1].fields = from_fields_v1(raw.get("fieldsV1"))
+            entries[-1].tree = raw.get("fieldsV1")
+            entries[-1].decoded = frozenset(entries[-1].fields)
     return entries
 
 
@@ -222,13 +263,18 @@ def _encode(entries: list[_Entry]) -> list[Object]:
     for e in entries:
         if not e.fields:
             continue  # a manager that owns nothing is forgotten
-        raw: Object = {"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": e.time}
-        raw["fieldsType"] = "FieldsV1"
-        raw["fieldsV1"] = to_fields_v1(e.fields)
-        if e.subresource:
-            raw["subresource"] = e.subresource
-        out.append(raw)
+        tree = e.tree if e.tree is not None and e.fields == e.decoded else to_fields_v1(e.fields)
+        out.append(_raw_entry(e.manager, e.operation, e.api_version, e.time, e.subresource, tree))
     return out
+
+
+def _raw_entry(manager: str, operation: str, api_version: str, time: str, subresource: str, tree: Object) -> Object:
+    raw: Object = {"manager": manager, "operation": operation, "apiVersion": api_version, "time": time}
+    raw["fieldsType"] = "FieldsV1"
+    raw["fieldsV1"] = tree
+    if subresource:
+        raw["subresource"] = subresource
+    return raw
 
 
 def _entry_for(entries: list[_Entry], m: Manager, api_version: str, now: str) -> _Entry:
@@ -253,11 +299,15 @@ def record_update(old: Object | None, new: Object, m: Manager, api_version: str,
     """new's managedFields after `m` wrote it over `old` (None: created):
     the fields it changed become its own and no one else's; fields gone
     from the object are no one's."""
-    entries = _decode(((old or {}).get("metadata") or {}).get("managedFields"))
-    new_fields = field_set(new, m.subresource)
-    old_fields = field_set(old, m.subresource) if old is not None else set()
-    changed = {p for p in new_fields if _changed(old, new, p)}
-    gone = old_fields - new_fields
+    if old is None:
+        return _created(new, m, api_version, now)
+    managed = (old.get("metadata") or {}).get("managedFields")
+    changed: set[Path] = set()
+    gone: set[Path] = set()
+    _diff_top(old, new, m.subresource, changed, gone)
+    if not changed and not gone:
+        return copy.deepcopy(managed) if isinstance(managed, list) else []
+    entries = _decode(managed)
     for e in entries:
         if _scope(e.subresource) == _scope(m.subresource):
             e.fields -= gone
@@ -268,11 +318,83 @@ def record_update(old: Object | None, new: Object, m: Manager, api_version: str,
     return _encode(entries)
 
 
-def _changed(old: Object | None, new: Object, path: Path) -> bool:
-    before = value_at(old, path) if old is not None else _MISSING
-    if _is_member(path[-1]):
-        return before is _MISSING  # an item is changed by appearing; its fields say the rest
-    return before != value_at(new, path)
+def _diff_top(old: Object, new: Object, subresource: str, changed: set[Path], gone: set[Path]) -> None:
+    """The owned fields an update changed (set, or set to another value)
+    and removed, over the same fields field_set() names."""
+    before = {path: (value, name, parent) for value, path, name, parent in _roots(old, subresource)}
+    after = {path: (value, name, parent) for value, path, name, parent in _roots(new, subresource)}
+    for path in before.keys() | after.keys():
+        old_value, name, parent = before.get(path, (_MISSING, "", ""))
+        new_value, name, parent = after.get(path, (_MISSING, name, parent))
+        _diff(old_value, new_value, path, name, parent, changed, gone)
+
+
+def _shape(value: Any, name: str, parent: str) -> str:
+    """How _walk sees a value: a map, a list keyed by a merge key, a set of
+    primitives, or one field (a leaf)."""
+    if isinstance(value, dict) and value:
+        return "map"
+    if isinstance(value, list) and value:
+        key = merge_key(parent, name)
+        if key is not None and all(isinstance(i, dict) and key in i for i in value):
+            return "keyed"
+        if name in MERGE_PRIMITIVES and all(not isinstance(i, dict | list) for i in value):
+            return "set"
+    return "leaf"
+
+
+def _diff(old: Any, new: Any, path: Path, name: str, parent: str, changed: set[Path], gone: set[Path]) -> None:
+    # Walks both values together, as _walk walks one; equal subtrees are
+    # skipped whole, which makes an update's cost that of what it changed.
+    if old is _MISSING:
+        if new is not _MISSING:
+            _walk(new, path, name, parent, changed)
+        return
+    if new is _MISSING:
+        _walk(old, path, name, parent, gone)
+        return
+    if old == new:
+        return
+    shape = _shape(new, name, parent)
+    if shape != _shape(old, name, parent):
+        before: set[Path] = set()
+        _walk(old, path, name, parent, before)
+        _walk(new, path, name, parent, changed)
+        gone.update(before - changed)
+        return
+    if shape == "map":
+        for key in old.keys() | new.keys():
+            _diff(old.get(key, _MISSING), new.get(key, _MISSING), (*path, f"f:{key}"), key, name, changed, gone)
+    elif shape == "keyed":
+        key = merge_key(parent, name)
+        assert key is not None
+        old_items = {json.dumps(i[key]): i for i in old}
+        new_items = {json.dumps(i[key]): i for i in new}
+        for ident in old_items.keys() | new_items.keys():
+            o, n = old_items.get(ident, _MISSING), new_items.get(ident, _MISSING)
+            item_path = (*path, _key_element(key, json.loads(ident)))
+            if o is _MISSING or n is _MISSING:
+                side = changed if o is _MISSING else gone
+                side.add(item_path)
+                item = n if o is _MISSING else o
+                for child_key, child in item.items():
+                    _walk(child, (*item_path, f"f:{child_key}"), child_key, name, side)
+                continue
+            for child_key in o.keys() | n.keys():
+                _diff(
+                    o.get(child_key, _MISSING),
+                    n.get(child_key, _MISSING),
+                    (*item_path, f"f:{child_key}"),
+                    child_key,
+                    name,
+                    changed,
+                    gone,
+                )
+    elif shape == "set":
+        changed.update((*path, f"v:{json.dumps(v)}") for v in new if v not in old)
+        gone.update((*path, f"v:{json.dumps(v)}") for v in old if v not in new)
+    else:
+        changed.add(path)
 
 
 # -- apply -----------------------------------------------------------------------------------
@@ -281,7 +403,14 @@ def _changed(old: Object | None, new: Object, path: Path) -> bool:
 def created_by_apply(config: Object, m: Manager, api_version: str, now: str) -> list[Object]:
     """The managedFields of an object `m` created by applying `config`
     (before defaulting: defaulted fields are no one's)."""
-    return _encode([_Entry(m.name, "Apply", api_version, now, m.subresource, field_set(config, m.subresource))])
+    return _created(config, Manager(m.name, "Apply", m.subresource), api_version, now)
+
+
+def _created(obj: Object, m: Manager, api_version: str, now: str) -> list[Object]:
+    tree = fields_v1_of(obj, m.subresource)
+    if not tree:
+        return []
+    return [_raw_entry(m.name, m.operation, api_version, now, m.subresource, tree)]
 
 
 def apply(current: Object, config: Object, m: Manager, force: bool, api_version: str, now: str) -> Object:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from control_plane.apis import errors
+from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
@@ -342,11 +340,11 @@ class RestApi:
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status, content_type=JSON)
+    return web.Response(body=codec.dumps(body), status=status, content_type=JSON)
 
 
 def _line(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    return codec.dumps(event) + b"\n"
 
 
 def _flag(value: str | None) -> bool:
@@ -369,9 +367,9 @@ def _parse(text: str, content_type: str) -> Any:
     kind = content_type.split(";")[0].strip()
     try:
         if kind in ("application/yaml", APPLY_PATCH, "text/yaml"):
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+            return codec.load_yaml(text)
+        return codec.loads(text)
+    except codec.DecodeError as e:
         raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None
 
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from control_plane.apis import errors
+from control_plane.apis import codec, errors
 from control_plane.apis.defaults import apply_defaults
 from control_plane.apis.errors import ApiError, Cause
 from control_plane.apis.resources import REGISTRY, Registry, Resource
@@ -107,7 +107,7 @@ class ApiService:
 
     @staticmethod
     def decode(kv: kv_pb2.KeyValue) -> Object:
-        obj: Object = json.loads(kv.value)
+        obj: Object = codec.loads(kv.value)
         obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
         return obj
 
@@ -117,7 +117,7 @@ class ApiService:
         meta = dict(stored.get("metadata") or {})
         meta.pop("resourceVersion", None)
         stored["metadata"] = meta
-        return json.dumps(stored, separators=(",", ":"), sort_keys=False).encode()
+        return codec.dumps(stored)
 
     # -- store access with errors mapped ----------------------------------------
 

@@ -16,7 +16,6 @@ connection broke in flight may have happened (504, outcome unknown).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ import grpc
 
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
-from control_plane.apis import errors
+from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.grpc_errors import from_rpc_error, from_status
 from control_plane.apis.resources import REGISTRY, Resource
@@ -38,7 +37,7 @@ T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 8 << 20
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", -1),  # lists are as large as they are
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -73,7 +72,7 @@ def _ref(r: Resource, namespace: str = "", name: str = "", subresource: str = ""
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return codec.dumps(obj)
 
 
 def _transport_error(e: grpc.RpcError) -> ApiError:
@@ -162,7 +161,7 @@ class ApiClient:
             return response
 
         response = await self._retrying(call, idempotent)
-        result: Object = json.loads(response.object)
+        result: Object = codec.loads(response.object)
         return result
 
     # -- CRUD -------------------------------------------------------------------------------
@@ -201,7 +200,7 @@ class ApiClient:
         meta = {"resourceVersion": response.resource_version}
         if getattr(response, "continue"):
             meta["continue"] = getattr(response, "continue")
-        return {"metadata": meta, "items": [json.loads(item) for item in response.items]}
+        return {"metadata": meta, "items": [codec.loads(item) for item in response.items]}
 
     async def list_all(self, r: Resource, namespace: str = "", page: int = 500, **selectors: str) -> Object:
         """Every page of a list, read at one revision."""
@@ -313,7 +312,7 @@ class ApiClient:
         call = self._stub(endpoint).Watch(request)
         try:
             async for event in call:
-                obj = json.loads(event.object)
+                obj = codec.loads(event.object)
                 if event.type == pb.EVENT_TYPE_ERROR:
                     raise from_status(obj)
                 yield {"type": EVENT_NAMES[event.type], "object": obj}

@@ -7,6 +7,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control_plane.apis.errors import ApiError
 from control_plane.apiserver import managed_fields as mf
@@ -152,3 +154,68 @@ def test_finalizers_are_a_set() -> None:
         NOW,
     )
     assert out["metadata"]["finalizers"] == ["a", "b"]
+
+
+# -- the update diff against its definition ------------------------------------------------
+
+scalars = st.one_of(st.integers(0, 3), st.sampled_from(["a", "b"]), st.none())
+container: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {"name": st.sampled_from(["web", "db", "cache"])},
+    optional={
+        "image": scalars,
+        "ports": st.lists(
+            st.fixed_dictionaries({"containerPort": st.integers(1, 3)}),
+            max_size=2,
+            unique_by=lambda p: int(p["containerPort"]),
+        ),
+    },
+)
+objects: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {
+        "metadata": st.fixed_dictionaries(
+            {"name": st.just("x")},
+            optional={
+                "labels": st.dictionaries(st.sampled_from(["a", "b", "c"]), scalars, max_size=3),
+                "finalizers": st.lists(st.sampled_from(["f1", "f2", "f3"]), max_size=3, unique=True),
+            },
+        )
+    },
+    optional={
+        "spec": st.fixed_dictionaries(
+            {},
+            optional={
+                "replicas": scalars,
+                # Keys are unique, as validation requires of containers.
+                "containers": st.lists(container, max_size=3, unique_by=lambda c: str(c["name"])),
+                "selector": st.one_of(scalars, st.dictionaries(st.sampled_from(["k", "l"]), scalars, max_size=2)),
+                "args": st.lists(scalars, max_size=2),
+            },
+        ),
+        "data": st.dictionaries(st.sampled_from(["x", "y"]), scalars, max_size=2),
+    },
+)
+
+
+@given(objects, objects)
+@settings(max_examples=400, deadline=None)
+def test_the_update_diff_is_what_comparing_every_field_gives(old: dict[str, Any], new: dict[str, Any]) -> None:
+    old_fields, new_fields = mf.field_set(old), mf.field_set(new)
+
+    def changed(p: mf.Path) -> bool:
+        before = mf.value_at(old, p)
+        if p[-1].startswith(("k:", "v:")):
+            return before is mf._MISSING
+        return bool(before != mf.value_at(new, p))
+
+    got_changed: set[mf.Path] = set()
+    got_gone: set[mf.Path] = set()
+    mf._diff_top(old, new, "", got_changed, got_gone)
+    assert got_changed == {p for p in new_fields if changed(p)}
+    assert got_gone == old_fields - new_fields
+
+
+@given(objects)
+@settings(max_examples=200, deadline=None)
+def test_the_one_walk_fields_v1_is_the_field_set_encoded(obj: dict[str, Any]) -> None:
+    assert mf.fields_v1_of(obj) == mf.to_fields_v1(mf.field_set(obj))
+    assert mf.from_fields_v1(mf.fields_v1_of(obj)) == mf.field_set(obj)

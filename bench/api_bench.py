@@ -1,0 +1,328 @@
+"""API server benchmark, on 3 masters on loopback, all against the leader:
+
+- pod creates/s and p50/p99 latency through REST (aiohttp client, JSON)
+  and through gRPC (the Resources service) at concurrency 16 and 64, with
+  raw store puts of values the size of a stored pod (the KV service)
+  measured in the same run, round-robin with them, as the baseline;
+- listing 10,000 pods: a raw HTTP GET with the JSON parsed, linearizable
+  (resourceVersion="") and from the local state (resourceVersion=0), and
+  the same list over gRPC;
+- watch delivery: from sending a create to receiving its event, over REST
+  and over gRPC watches.
+
+The load generator shares the machine's cores with the masters; it does
+the same for every system, so the ratios compare like with like.
+
+    python -m bench.api_bench [--seconds 4] [--rounds 3] [--list-pods 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import grpc
+
+from bench.kv_load import LoadResult, run_load
+from bench.store_bench import median_result, raftkube_cluster
+from control_plane.apipb import resources_pb2 as pb
+from control_plane.apipb import resources_pb2_grpc
+from control_plane.client import ApiClient, resource
+from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
+
+CONCURRENCY = (16, 64)
+PODS = resource("pods")
+NAMESPACES = resource("namespaces")
+CONFIGMAPS = resource("configmaps")
+
+
+def pod_body(name: str) -> dict[str, object]:
+    """A pod as a Deployment's ReplicaSet would create it: labels, an owner,
+    one container with ports, env and resources."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "bench", "pod-template-hash": "5d8f7c9b6"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "bench-5d8f7c9b6",
+                    "uid": "8a7c0e56-0b6e-4bd8-9b1f-5c3f0d2a9e11",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "registry.example.com/team/web:1.27.3",
+                    "ports": [{"containerPort": 8080, "name": "http"}],
+                    "env": [{"name": "MODE", "value": "production"}, {"name": "LOG_LEVEL", "value": "info"}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                }
+            ]
+        },
+    }
+
+
+def template(namespace: str) -> tuple[bytes, bytes]:
+    """The pod as bytes, split around its name, so the load generator
+    spends no time serializing."""
+    raw = json.dumps(pod_body("@@NAME@@"), separators=(",", ":")).encode()
+    before, after = raw.split(b"@@NAME@@")
+    return before, after
+
+
+async def closed_loop(
+    concurrency: int, seconds: float, warmup: float, op: Callable[[int, int], Awaitable[bool]]
+) -> LoadResult:
+    latencies: list[float] = []
+    ops = errors = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal ops, errors
+        i = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            ok = await op(w, i)
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                if ok:
+                    ops += 1
+                    latencies.append(t1 - t0)
+                else:
+                    errors += 1
+            i += 1
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return LoadResult(concurrency, ops, errors, seconds, latencies)
+
+
+async def rest_creates(
+    api: str, namespace: str, run: str, concurrency: int, seconds: float, warmup: float = 1.0
+) -> LoadResult:
+    before, after = template(namespace)
+    url = f"{api}/api/v1/namespaces/{namespace}/pods"
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def create(w: int, i: int) -> bool:
+            body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status == 201
+
+        return await closed_loop(concurrency, seconds, warmup, create)
+
+
+async def grpc_creates(
+    endpoint: str, namespace: str, run: str, concurrency: int, seconds: float, warmup: float = 1.0
+) -> LoadResult:
+    before, after = template(namespace)
+    ref = pb.ResourceRef(version="v1", resource="pods", namespace=namespace)
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = resources_pb2_grpc.ResourcesStub(channel)
+
+        async def create(w: int, i: int) -> bool:
+            body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
+            try:
+                await stub.Create(pb.CreateRequest(ref=ref, object=body, field_manager="bench"), timeout=10)
+                return True
+            except grpc.aio.AioRpcError:
+                return False
+
+        return await closed_loop(concurrency, seconds, warmup, create)
+
+
+async def stored_pod_size(client: ApiClient, namespace: str) -> int:
+    """The bytes a created pod occupies in the store (what a raw put must match)."""
+    created = await client.create(PODS, pod_body("size-probe"), namespace, field_manager="bench")
+    del created["metadata"]["resourceVersion"]
+    return len(json.dumps(created, separators=(",", ":")).encode())
+
+
+async def fill(client: ApiClient, namespace: str, count: int) -> None:
+    before, after = template(namespace)
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for i in queue:
+            body = json.loads(before + b"fill-%05d" % i + after)
+            await client.create(PODS, body, namespace, field_manager="bench")
+
+    await asyncio.gather(*(worker() for _ in range(32)))
+
+
+async def list_timings(api: str, endpoint: str, namespace: str, repeats: int) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {'REST rv="" (linearizable)': [], "REST rv=0 (local)": [], 'gRPC rv=""': []}
+    async with aiohttp.ClientSession() as session, ApiClient([endpoint], timeout=30) as client:
+        for _ in range(repeats):
+            for label, query in (('REST rv="" (linearizable)', ""), ("REST rv=0 (local)", "?resourceVersion=0")):
+                t0 = time.perf_counter()
+                async with session.get(f"{api}/api/v1/namespaces/{namespace}/pods{query}") as resp:
+                    listed = json.loads(await resp.read())
+                timings[label].append(time.perf_counter() - t0)
+                assert len(listed["items"]) >= 10_000 or len(listed["items"]) > 0
+            t0 = time.perf_counter()
+            items = (await client.list(PODS, namespace))["items"]
+            timings['gRPC rv=""'].append(time.perf_counter() - t0)
+            assert items
+    return timings
+
+
+async def watch_latency(api: str, endpoint: str, namespace: str, events: int) -> dict[str, list[float]]:
+    """Seconds from sending a create to each watch receiving its event."""
+    sent: dict[str, float] = {}
+    got: dict[str, dict[str, float]] = {"REST": {}, "gRPC": {}}
+    start_rv = ""
+    async with ApiClient([endpoint]) as client, aiohttp.ClientSession() as session:
+        start_rv = (await client.list(CONFIGMAPS, namespace, limit=1))["metadata"]["resourceVersion"]
+
+        async def rest_watch() -> None:
+            url = f"{api}/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={start_rv}"
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                async for line in resp.content:
+                    name = json.loads(line)["object"]["metadata"]["name"]
+                    got["REST"][name] = time.perf_counter()
+                    if len(got["REST"]) >= events:
+                        return
+
+        async def grpc_watch() -> None:
+            async for event in client.watch(CONFIGMAPS, namespace, resource_version=start_rv, allow_bookmarks=False):
+                got["gRPC"][event["object"]["metadata"]["name"]] = time.perf_counter()
+                if len(got["gRPC"]) >= events:
+                    return
+
+        watchers = asyncio.gather(rest_watch(), grpc_watch())
+        async with ApiClient([endpoint]) as writer:
+            for i in range(events):
+                name = f"w{i}"
+                sent[name] = time.perf_counter()
+                await writer.create(CONFIGMAPS, {"metadata": {"name": name}, "data": {"i": str(i)}}, namespace)
+                await asyncio.sleep(0.01)  # a steady trickle, not a burst: latency, not queueing
+        await asyncio.wait_for(watchers, 60)
+    return {via: [got[via][n] - sent[n] for n in sent] for via in got}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="raftkube API server benchmark")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per system and concurrency")
+    parser.add_argument("--list-pods", type=int, default=10_000, help="pods in the listed namespace")
+    parser.add_argument("--list-repeats", type=int, default=5)
+    parser.add_argument("--watch-events", type=int, default=300)
+    args = parser.parse_args()
+    exit_cleanly_on_sigterm()
+    work = tempfile.mkdtemp(prefix="raftkube-api-bench-")
+    print(f"API benchmark: {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n", flush=True)
+    with raftkube_cluster(os.path.join(work, "raftkube")) as cluster:
+        run(cluster, args)
+
+
+def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
+    leader = cluster.spec(cluster.wait_ready(60))
+    api, endpoint = f"http://{leader.api_address}", leader.grpc_address
+
+    async def setup() -> int:
+        async with ApiClient([endpoint]) as client:
+            for ns in ("bench", "list", "watch"):
+                await client.create(NAMESPACES, {"metadata": {"name": ns}})
+            return await stored_pod_size(client, "bench")
+
+    size = asyncio.run(setup())
+    print(f"a stored pod is {size} bytes; raw puts write values of that size\n", flush=True)
+
+    runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in CONCURRENCY} for k in ("store", "REST", "gRPC")}
+    for c in CONCURRENCY:
+        for r in range(args.rounds):
+            for system in runs:
+                if system == "store":
+                    result = run_load(endpoint, c, args.seconds, value_size=size)
+                elif system == "REST":
+                    result = asyncio.run(rest_creates(api, "bench", f"rest-c{c}-r{r}", c, args.seconds))
+                else:
+                    result = asyncio.run(grpc_creates(endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds))
+                runs[system][c].append(result)
+                print(result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s "), flush=True)
+    medians = {k: {c: median_result(v) for c, v in per.items()} for k, per in runs.items()}
+
+    print(f"\nfilling a namespace with {args.list_pods} pods...", flush=True)
+    t0 = time.perf_counter()
+
+    async def filled() -> None:
+        async with ApiClient([endpoint], timeout=30) as client:
+            await fill(client, "list", args.list_pods)
+
+    asyncio.run(filled())
+    print(f"  {args.list_pods} pods created in {time.perf_counter() - t0:.1f} s", flush=True)
+    lists = asyncio.run(list_timings(api, endpoint, "list", args.list_repeats))
+    watches = asyncio.run(watch_latency(api, endpoint, "watch", args.watch_events))
+
+    print("\nsummary (medians of the rounds)")
+    for c in CONCURRENCY:
+        s = medians["store"][c]
+        print(
+            f"  c={c:<3} raw store puts   {s.rate:6.0f}/s  p50 {s.percentile(50) * 1000:5.1f} ms"
+            f"  p99 {s.percentile(99) * 1000:5.1f} ms"
+        )
+        for via in ("REST", "gRPC"):
+            m = medians[via][c]
+            print(
+                f"  c={c:<3} {via:4} pod creates {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
+                f"  p99 {m.percentile(99) * 1000:5.1f} ms  = {100 * m.rate / max(s.rate, 1):5.1f}% of raw puts"
+            )
+    for label, values in lists.items():
+        print(
+            f"  list {args.list_pods} pods, {label:28} median {statistics.median(values) * 1000:6.0f} ms"
+            f"  (of {len(values)})"
+        )
+    for via, values in watches.items():
+        print(
+            f"  watch delivery via {via:4}: p50 {pct(values, 50) * 1000:5.1f} ms  p99 {pct(values, 99) * 1000:5.1f} ms"
+            f"  ({len(values)} events)"
+        )
+
+    print("\ntargets")
+    for c in CONCURRENCY:
+        for via in ("REST", "gRPC"):
+            share = medians[via][c].rate / max(medians["store"][c].rate, 1)
+            print(
+                f"  c={c:<3} {via:4} creates >= 60% of raw puts: {100 * share:5.1f}%"
+                f"  {'met' if share >= 0.6 else 'NOT met'}"
+            )
+    for via in ("REST", "gRPC"):
+        p99 = medians[via][16].percentile(99) * 1000
+        print(f"  c=16  {via:4} p99 < 100 ms:               {p99:5.1f} ms  {'met' if p99 < 100 else 'NOT met'}")
+    for label, values in lists.items():
+        if label.startswith("REST"):
+            took = statistics.median(values)
+            print(
+                f"  list {args.list_pods} pods {label:28} < 1 s: {took * 1000:5.0f} ms"
+                f"  {'met' if took < 1 else 'NOT met'}"
+            )
+
+
+if __name__ == "__main__":
+    main()
