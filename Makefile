@@ -78,6 +78,7 @@ verify-proto: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.store_bench
+	$(PY) -m bench.api_bench
 
 chaos: $(STAMP) deps
 	$(PY) -m tests.chaos.campaign --seconds $(CHAOS_SECONDS)

@@ -41,21 +41,41 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# Ports this process handed out: a port is only bound later, by a master we
+# start, so the bind check alone would give the same port twice.
+_handed_out: set[int] = set()
+
+
+def log_tail(spec: MasterSpec, lines: int = 20) -> str:
+    """The last lines of a master's log, for errors that name it."""
+    try:
+        with open(spec.log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+    except OSError as e:
+        return f"(unreadable: {e})"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now and that the kernel will not hand out as the
-    source port of an outgoing connection before a master binds it (ports
-    from bind(0) come from the ephemeral range and can be taken that way)."""
+    """A port that is free now, that this process has not handed out before,
+    and that the kernel will not hand out as the source port of an outgoing
+    connection before a master binds it (ports from bind(0) come from the
+    ephemeral range and can be taken that way)."""
     low, _ = _ephemeral_range()
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(10000, max(10001, low))
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:  # nothing free below the ephemeral range
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -316,7 +336,7 @@ class LocalCluster:
             while time.monotonic() < deadline:
                 for spec in chosen:
                     if not self.is_running(spec):
-                        raise RuntimeError(f"master {spec.id} exited; see {spec.log_path}")
+                        raise RuntimeError(f"master {spec.id} exited; {spec.log_path} ends with:\n{log_tail(spec)}")
                 try:
                     statuses = [client.status(m.grpc_address) for m in chosen]
                     leaders = {s.leader_id for s in statuses}

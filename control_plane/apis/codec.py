@@ -41,3 +41,8 @@ _Loader.yaml_implicit_resolvers = {
 
 def load_yaml(text: str | bytes) -> Any:
     return yaml.load(text, Loader=_Loader)
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of a JSON value, several times faster than copy.deepcopy."""
+    return loads(dumps(obj))

@@ -133,11 +133,9 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             if r.virtual:
                 items = await self.virtual_lists[r.plural]()
                 return pb.ListResponse(items=[dumps(i) for i in items])
-            listed = await self.service.list(r, request.ref.namespace, _list_options(request))
+            raw = await self.service.list_raw(r, request.ref.namespace, _list_options(request))
             return pb.ListResponse(
-                resource_version=listed["metadata"]["resourceVersion"],
-                items=[dumps(i) for i in listed["items"]],
-                **{"continue": listed["metadata"].get("continue", "")},
+                resource_version=str(raw.revision), items=raw.items, **{"continue": raw.continue_token}
             )
 
         return await self._call(context, "LIST", request.ref, list_)

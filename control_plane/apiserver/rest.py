@@ -192,8 +192,17 @@ class RestApi:
                 "items": items,
             }
             return self._render(request, t.resource, listed, items, is_list=True), "list"
-        listed = await self.service.list(t.resource, t.namespace, _list_options(q))
-        return self._render(request, t.resource, listed, listed["items"], is_list=True), "list"
+        if _wants_table(request.headers.get("Accept", "")):
+            listed = await self.service.list(t.resource, t.namespace, _list_options(q))
+            return self._render(request, t.resource, listed, listed["items"], is_list=True), "list"
+        raw = await self.service.list_raw(t.resource, t.namespace, _list_options(q))
+        head = b'{"kind":"%sList","apiVersion":"%s","metadata":%s,"items":[' % (
+            t.resource.kind.encode(),
+            t.resource.api_version.encode(),
+            codec.dumps(raw.metadata()),
+        )
+        body = head + b",".join(raw.items) + b"]}"
+        return web.Response(body=body, content_type=JSON), "list"
 
     async def _post(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
         body = await _body(request)

@@ -1,9 +1,9 @@
 """The API server's service layer: Kubernetes semantics over the replicated
-store. REST (and later gRPC) handlers are thin adapters over this class.
+store. The REST and gRPC front ends are thin adapters over this class.
 
 Storage: an object lives at /registry/<group/>plural/<namespace>/<name> as
-JSON without its resourceVersion, which is the key's mod revision; a list's
-resourceVersion is the store revision it was read at. Every write is one
+JSON (metadata first) without its resourceVersion, which is the key's mod
+revision; a list's resourceVersion is the store revision it was read at. Every write is one
 store transaction guarded by the revision it was computed from, so a stale
 write is a 409 Conflict and nothing is half-written.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import secrets
 import time
@@ -83,6 +82,19 @@ class DeleteOptions:
         return cls(grace_value, policy, preconditions or None, dry_run)
 
 
+@dataclass
+class RawList:
+    revision: int
+    continue_token: str
+    items: list[bytes]  # each object's JSON, its resourceVersion included
+
+    def metadata(self) -> Object:
+        meta: Object = {"resourceVersion": str(self.revision)}
+        if self.continue_token:
+            meta["continue"] = self.continue_token
+        return meta
+
+
 class ApiService:
     def __init__(self, store: Store, registry: Registry = REGISTRY, clock: Callable[[], float] = time.time):
         self.store = store
@@ -113,10 +125,11 @@ class ApiService:
 
     @staticmethod
     def encode(obj: Object) -> bytes:
-        stored = dict(obj)
-        meta = dict(stored.get("metadata") or {})
+        # metadata first: a read can then splice the resourceVersion in
+        # without parsing the object (with_resource_version).
+        meta = dict(obj.get("metadata") or {})
         meta.pop("resourceVersion", None)
-        stored["metadata"] = meta
+        stored = {"metadata": meta, **{k: v for k, v in obj.items() if k != "metadata"}}
         return codec.dumps(stored)
 
     # -- store access with errors mapped ----------------------------------------
@@ -199,7 +212,7 @@ class ApiService:
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
         self._check_body_identity(resource, obj, namespace, None)
-        obj = copy.deepcopy(obj)
+        obj = codec.clone(obj)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise errors.invalid(
@@ -252,8 +265,21 @@ class ApiService:
         return self.decode(kv)
 
     async def list(self, resource: Resource, namespace: str, opts: ListOptions) -> Object:
+        raw = await self.list_raw(resource, namespace, opts)
+        result: Object = {
+            "kind": f"{resource.kind}List",
+            "apiVersion": resource.api_version,
+            "metadata": raw.metadata(),
+            "items": [codec.loads(item) for item in raw.items],
+        }
+        return result
+
+    async def list_raw(self, resource: Resource, namespace: str, opts: ListOptions) -> RawList:
+        """A list page with its objects as the JSON bytes a response
+        carries: nothing is parsed unless selectors need it."""
         labels = label_matcher(opts.label_selector)
         fields = field_matcher(opts.field_selector)
+        select_all = not opts.label_selector.strip() and not opts.field_selector.strip()
         prefix = self.prefix(resource, namespace)
         end = prefix_end(prefix)
         revision = 0
@@ -262,7 +288,7 @@ class ApiService:
             revision, start = _decode_continue(opts.continue_token, prefix)
         elif opts.resource_version not in ("", "0"):
             revision = await self._resolve_revision(opts)
-        items: list[Object] = []
+        items: list[bytes] = []
         more = False
         next_start = b""
         page = max(opts.limit, 500) if opts.limit else 0
@@ -275,9 +301,12 @@ class ApiService:
             if revision == 0:
                 revision = resp.header.revision  # every further page reads this revision
             for i, kv in enumerate(resp.kvs):
-                obj = self.decode(kv)
-                if labels(obj) and fields(obj):
-                    items.append(obj)
+                if select_all:
+                    items.append(with_resource_version(kv.value, kv.mod_revision))
+                else:
+                    obj = self.decode(kv)
+                    if labels(obj) and fields(obj):
+                        items.append(codec.dumps(obj))
                 if opts.limit and len(items) >= opts.limit:
                     rest = i + 1 < len(resp.kvs) or resp.more
                     if rest:
@@ -288,15 +317,7 @@ class ApiService:
                     start = resp.kvs[-1].key + b"\0"
                     continue
             break
-        result: Object = {
-            "kind": f"{resource.kind}List",
-            "apiVersion": resource.api_version,
-            "metadata": {"resourceVersion": str(revision)},
-            "items": items,
-        }
-        if more:
-            result["metadata"]["continue"] = _encode_continue(revision, next_start, prefix)
-        return result
+        return RawList(revision, _encode_continue(revision, next_start, prefix) if more else "", items)
 
     async def _resolve_revision(self, opts: ListOptions) -> int:
         try:
@@ -339,7 +360,7 @@ class ApiService:
                 name,
                 "the object has been modified; please apply your changes to the latest version and try again",
             )
-        updated = self._merge_update(resource, current, copy.deepcopy(obj), subresource)
+        updated = self._merge_update(resource, current, codec.clone(obj), subresource)
         return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager)
 
     def _merge_update(self, resource: Resource, current: Object, new: Object, subresource: str) -> Object:
@@ -347,7 +368,7 @@ class ApiService:
         what it may not (identity, system metadata, the other half of
         spec/status)."""
         if subresource == "status":
-            merged = copy.deepcopy(current)
+            merged = codec.clone(current)
             merged["status"] = new.get("status", {})
             return merged
         new["apiVersion"], new["kind"] = resource.api_version, resource.kind
@@ -442,7 +463,7 @@ class ApiService:
             if kv is None:
                 raise errors.not_found(resource.group, resource.plural, name)
             current = self.decode(kv)
-            wanted = mutate(copy.deepcopy(current))
+            wanted = mutate(codec.clone(current))
             wanted_rv = (wanted.get("metadata") or {}).get("resourceVersion")
             if wanted_rv and wanted_rv != str(kv.mod_revision):
                 raise errors.conflict(
@@ -513,7 +534,7 @@ class ApiService:
         if not config.get("apiVersion") or not config.get("kind"):
             raise errors.bad_request("the applied configuration must set apiVersion and kind")
         self._check_body_identity(resource, config, namespace, name)
-        config = copy.deepcopy(config)
+        config = codec.clone(config)
         config["metadata"]["name"] = name
         wanted_rv = config["metadata"].pop("resourceVersion", None)
         manager = Manager(field_manager, "Apply", subresource)
@@ -646,7 +667,7 @@ class ApiService:
                     return _success_status(resource, name, meta.get("uid", ""))
                 continue
             # Graceful deletion, or finalizers to run: mark it, keep it.
-            updated = copy.deepcopy(current)
+            updated = codec.clone(current)
             umeta = updated["metadata"]
             if not umeta.get("deletionTimestamp"):
                 umeta["deletionTimestamp"] = time.strftime(
@@ -803,6 +824,21 @@ class ApiService:
             except ApiError as e:
                 if e.code != 409:
                     raise
+
+
+_METADATA_OPEN = b'{"metadata":{'
+
+
+def with_resource_version(value: bytes, revision: int) -> bytes:
+    """A stored object's JSON with its resourceVersion, spliced in where
+    encode() put the metadata, without parsing the rest."""
+    if value.startswith(_METADATA_OPEN):
+        n = len(_METADATA_OPEN)
+        separator = b"" if value[n : n + 1] == b"}" else b","
+        return b'%s"resourceVersion":"%d"%s%s' % (_METADATA_OPEN, revision, separator, value[n:])
+    obj = codec.loads(value)  # written some other way: parse it
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return codec.dumps(obj)
 
 
 def scale_of(obj: Object) -> Object:

@@ -84,9 +84,17 @@ class ListWatchLoop:
         self.events: list[tuple[str, str]] = []
         self.switches = 0
         self.relists = 0
+        self.errors: list[str] = []
         self.resource_version = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"ListWatchLoop(host={self.host}, resource_version={self.resource_version}, "
+            f"switches={self.switches}, relists={self.relists}, "
+            f"last events={self.events[-3:]}, errors={self.errors[-3:]})"
+        )
 
     @property
     def host(self) -> str:
@@ -121,11 +129,13 @@ class ListWatchLoop:
                     self.events.append((event["type"], obj["metadata"]["name"]))
                     self.resource_version = obj["metadata"]["resourceVersion"]
             except ApiException as e:
+                self.errors.append(f"{e.status} {e.reason}")
                 if e.status == 410:
                     self.resource_version = ""  # relist
                 else:
                     self._switch()
-            except (urllib3.exceptions.HTTPError, OSError):
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                self.errors.append(type(e).__name__)
                 self._switch()
 
     def _switch(self) -> None:
@@ -168,6 +178,9 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
             acked.append(name)
             i += 1
 
+    # Writes start once the loop has listed: a create racing the list would
+    # show up as LISTED, not as an event.
+    wait_for(lambda: loop.resource_version != "", "the first list", lambda: repr(loop))
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
     watched = next(m for m in cluster.masters if f"http://{m.api_address}" == loop.host)
@@ -178,7 +191,11 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
         wait_for(lambda: len(acked) >= before + 30, "writes after the kill")
         stop_writing.set()
         writer.join(30)
-        wait_for(lambda: set(acked) <= {n for t, n in loop.events if t == "ADDED"}, "the watch to catch up")
+        wait_for(
+            lambda: set(acked) <= {n for t, n in loop.events if t == "ADDED"},
+            "the watch to catch up",
+            lambda: f"missing {sorted(set(acked) - {n for t, n in loop.events if t == 'ADDED'})[:5]}, {loop}",
+        )
     finally:
         stop_writing.set()
         loop.stop()
@@ -196,8 +213,8 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
     assert loop.switches >= 1
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 45.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, detail: Callable[[], str] = str, timeout: float = 45.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} {detail()}"
         time.sleep(0.05)

@@ -16,8 +16,9 @@ from tests.support.workload import Writers, stored_keys
 
 
 def converged_hashes(cluster: LocalCluster, timeout: float = 30.0) -> set[str]:
-    """Wait until every running master applied the same revision, and return
-    their state hashes at it."""
+    """Wait until every running master applied the same Raft log index, and
+    return their state hashes there. The revision alone is not enough: lease
+    clock ticks and member records change the state without a new revision."""
     deadline = time.monotonic() + timeout
     with cluster.client(timeout=2.0) as client:
         while True:
@@ -26,7 +27,7 @@ def converged_hashes(cluster: LocalCluster, timeout: float = 30.0) -> set[str]:
                 hashes = [client.hash_kv(m.grpc_address) for m in running]
             except grpc.RpcError:
                 hashes = []
-            if hashes and len({h.header.revision for h in hashes}) == 1:
+            if hashes and len({(h.header.revision, h.applied_index) for h in hashes}) == 1:
                 return {h.hash for h in hashes}
             assert time.monotonic() < deadline, "replicas did not converge"
             time.sleep(0.1)
