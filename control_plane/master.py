@@ -29,6 +29,7 @@ from control_plane.apiserver.grpc_service import ResourcesService
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.rest import RestApi
 from control_plane.apiserver.service import ApiService, VirtualLists
+from control_plane.client import ApiClient, Informer, resource
 from ha.limits import MAX_VALUE_BYTES
 from ha.raft_node import RaftConfig
 from ha.server import SERVICE_NAMES, StoreServer
@@ -156,6 +157,12 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         grpc_server,
     )
     await grpc_server.start()
+    # The API server's own caches, filled through a loopback client as
+    # kube-apiserver fills its informers; /readyz waits for them.
+    loopback = ApiClient([loopback_address(config.grpc_address, port)], user_agent="raftkube-apiserver/loopback")
+    namespaces = Informer(loopback, resource("namespaces"))
+    namespaces.start()
+    api_service.namespace_cache = namespaces.lister.get
     metrics_server = None
     if config.metrics_address:
         host, _, metrics_port = config.metrics_address.rpartition(":")
@@ -173,7 +180,9 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     loop.add_signal_handler(signal.SIGUSR2, lambda: _log_raft_state(store_server))
     health_task = loop.create_task(_report_health(store_server, health_servicer))
     api_runner = (
-        await _start_rest(config, api_service, api_metrics, store, virtual_lists) if config.api_address else None
+        await _start_rest(config, api_service, api_metrics, store, virtual_lists, [namespaces])
+        if config.api_address
+        else None
     )
     bootstrap_task = loop.create_task(_bootstrap(api_service))
     if ready is not None:
@@ -188,6 +197,8 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
             await health_task
         if api_runner is not None:
             await api_runner.cleanup()
+        await namespaces.stop()
+        await loopback.close()
         await grpc_server.stop(grace=1.0)
         await store_server.stop()
         if metrics_server is not None:
@@ -201,12 +212,15 @@ async def _start_rest(
     metrics: ApiMetrics,
     store: Store,
     virtual_lists: VirtualLists,
+    informers: list[Informer],
 ) -> web.AppRunner:
     async def readiness() -> list[tuple[str, bool, str]]:
         status = await store.status()
+        unsynced = [i.resource.plural for i in informers if not i.has_synced()]
         return [
             ("store-quorum", status.has_quorum, "this master cannot reach a majority of the store"),
             ("store-leader", bool(status.leader_id), "no store leader is known"),
+            ("informer-sync", not unsynced, f"the API server's caches of {', '.join(unsynced)} have not synced"),
         ]
 
     rest = RestApi(
@@ -221,6 +235,14 @@ async def _start_rest(
         raise ConfigError(f"cannot listen for the API on {config.api_address}: {e.strerror}") from None
     log.info("master %s serving the Kubernetes API on http://%s", config.member_id, config.api_address)
     return runner
+
+
+def loopback_address(address: str, port: int) -> str:
+    """Where this master reaches its own gRPC port."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _bootstrap(service: ApiService) -> None:

@@ -180,7 +180,7 @@ class RestApi:
                     await self.service.get_scale(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
                 ), "get"
             if t.subresource == "log":
-                raise errors.ApiError(404, "NotFound", f'pod "{t.name}" has no node to read logs from yet')
+                return await self._log(t, q.get("container", "")), "get"
             obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
             return self._render(request, t.resource, obj, [obj]), "get"
         if t.resource.virtual:
@@ -331,6 +331,17 @@ class RestApi:
             )
             return _json(tables.table(resource.plural, objects, list_meta))
         return _json(body)
+
+    async def _log(self, t: Target, container: str) -> web.Response:
+        container, node = await self.service.log_target(t.resource, t.namespace, t.name, container)
+        if not node:  # not scheduled: no log yet, an empty one as Kubernetes answers
+            return web.Response(body=b"", content_type="text/plain")
+        raise errors.ApiError(
+            503,
+            "ServiceUnavailable",
+            f'cannot read the log of container "{container}" of pod "{t.name}" on node "{node}": '
+            "this API server does not stream logs from node agents yet",
+        )
 
     async def _readyz(self, request: web.Request) -> web.Response:
         checks = await self.readiness() if self.readiness else []

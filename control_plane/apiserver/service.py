@@ -100,6 +100,10 @@ class ApiService:
         self.store = store
         self.registry = registry
         self.clock = clock
+        # Namespaces by name, from an informer (the master's loopback
+        # client), as kube-apiserver's namespace lifecycle admission reads
+        # them; None reads the store each time.
+        self.namespace_cache: Callable[[str], Object | None] | None = None
 
     def now(self) -> str:
         return now_rfc3339(self.clock)
@@ -167,12 +171,15 @@ class ApiService:
             return
         if not namespace:
             raise errors.bad_request("the namespace of the object must be given")
-        ns_resource = self.registry.lookup("", "v1", "namespaces")
-        assert ns_resource is not None
-        kv = await self._range_one(self.key(ns_resource, "", namespace), "0")
-        if kv is None:
-            raise errors.not_found("", "namespaces", namespace)
-        if creating and (self.decode(kv).get("metadata") or {}).get("deletionTimestamp"):
+        ns = self.namespace_cache(namespace) if self.namespace_cache else None
+        if ns is None:  # not cached (yet: it may have been created a moment ago)
+            ns_resource = self.registry.lookup("", "v1", "namespaces")
+            assert ns_resource is not None
+            kv = await self._range_one(self.key(ns_resource, "", namespace), "0")
+            if kv is None:
+                raise errors.not_found("", "namespaces", namespace)
+            ns = self.decode(kv)
+        if creating and (ns.get("metadata") or {}).get("deletionTimestamp"):
             raise ApiError(
                 403,
                 "Forbidden",
@@ -371,6 +378,10 @@ class ApiService:
             merged = codec.clone(current)
             merged["status"] = new.get("status", {})
             return merged
+        if subresource == "finalize":  # namespaces: the namespace controller's part
+            merged = codec.clone(current)
+            merged.setdefault("spec", {})["finalizers"] = list((new.get("spec") or {}).get("finalizers") or [])
+            return merged
         new["apiVersion"], new["kind"] = resource.api_version, resource.kind
         meta = new.setdefault("metadata", {})
         old_meta = current.get("metadata") or {}
@@ -392,6 +403,9 @@ class ApiService:
                 new["status"] = current["status"]
             else:
                 new.pop("status", None)
+        if resource.plural == "namespaces":  # spec.finalizers change only through /finalize
+            finalizers = (current.get("spec") or {}).get("finalizers")
+            new.setdefault("spec", {})["finalizers"] = list(finalizers or [])
         apply_defaults(resource.plural, new)
         return new
 
@@ -426,9 +440,7 @@ class ApiService:
             meta["resourceVersion"] = str(revision)
             return updated
         key = self.key(resource, namespace, name)
-        finished = (
-            meta.get("deletionTimestamp") and not meta.get("finalizers") and not _awaiting_kubelet(resource, updated)
-        )
+        finished = meta.get("deletionTimestamp") and not meta.get("finalizers") and not _held(resource, updated)
         guard = [kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=revision)]
         if finished:
             op = kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))
@@ -570,6 +582,26 @@ class ApiService:
 
     # -- subresources: scale, binding, eviction ------------------------------------
 
+    async def log_target(self, resource: Resource, namespace: str, name: str, container: str) -> tuple[str, str]:
+        """Whose log a pods/log read wants: the container (the only one
+        when none is named) and the node the pod runs on ("" before it is
+        scheduled), with Kubernetes' answers for a container it lacks."""
+        pod = await self.get(resource, namespace, name)
+        spec = pod.get("spec") or {}
+        containers = [str(c.get("name")) for c in spec.get("containers") or []]
+        init = [str(c.get("name")) for c in spec.get("initContainers") or []]
+        ephemeral = [str(c.get("name")) for c in spec.get("ephemeralContainers") or []]
+        if not container:
+            if len(containers) != 1:
+                message = f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                if init:
+                    message += f" or one of the init containers: [{' '.join(init)}]"
+                raise errors.bad_request(message)
+            container = containers[0]
+        elif container not in (*containers, *init, *ephemeral):
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        return container, str(spec.get("nodeName") or "")
+
     async def get_scale(self, resource: Resource, namespace: str, name: str, resource_version: str = "") -> Object:
         return scale_of(await self.get(resource, namespace, name, resource_version))
 
@@ -649,13 +681,23 @@ class ApiService:
                     f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
                     f"ResourceVersion in object meta: {kv.mod_revision}",
                 )
+            if resource.plural == "namespaces" and meta.get("deletionTimestamp") and _held(resource, current):
+                raise errors.conflict(
+                    "",
+                    "namespaces",
+                    name,
+                    "The system is ensuring all content is removed from this namespace.  Upon completion, "
+                    "this namespace will automatically be purged by the system.",
+                )
             graceful = self._grace_period(resource, current, opts)
             finalizers = list(meta.get("finalizers") or [])
             if opts.propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
             elif opts.propagation_policy == "Orphan" and "orphan" not in finalizers:
                 finalizers.append("orphan")
-            if not finalizers and graceful is None:
+            # A namespace is never deleted at once: it terminates first.
+            held = resource.plural == "namespaces" and _held(resource, current)
+            if not finalizers and graceful is None and not held:
                 if opts.dry_run:
                     return _success_status(resource, name, meta.get("uid", ""))
                 txn = kv_pb2.TxnRequest(
@@ -867,15 +909,16 @@ def _spec_of(obj: Object) -> Any:
     return obj.get("spec") if "spec" in obj else {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
-def _awaiting_kubelet(resource: Resource, obj: Object) -> bool:
-    """A scheduled pod being deleted stays until its node confirms the stop
-    (a delete with grace period 0)."""
+def _held(resource: Resource, obj: Object) -> bool:
+    """Whether an object being deleted must stay although its metadata
+    finalizers are gone: a scheduled pod until its node confirms the stop
+    (a delete with grace period 0), a namespace until the namespace
+    controller has emptied it and cleared spec.finalizers."""
     meta = obj.get("metadata") or {}
-    return (
-        resource.plural == "pods"
-        and bool((obj.get("spec") or {}).get("nodeName"))
-        and int(meta.get("deletionGracePeriodSeconds") or 0) > 0
-    )
+    spec = obj.get("spec") or {}
+    if resource.plural == "pods":
+        return bool(spec.get("nodeName")) and int(meta.get("deletionGracePeriodSeconds") or 0) > 0
+    return resource.plural == "namespaces" and bool(spec.get("finalizers"))
 
 
 def _success_status(resource: Resource, name: str, uid: str) -> Object:

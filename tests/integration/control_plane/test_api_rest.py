@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -293,6 +294,57 @@ def test_creating_in_a_missing_namespace_is_not_found(api: Api) -> None:
     assert (code, body["reason"], body["message"]) == (404, "NotFound", 'namespaces "nowhere" not found')
 
 
+def test_a_terminating_namespace_takes_no_new_content(api: Api, ns: str) -> None:
+    api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "before"}})
+    deleted = api.ok("DELETE", f"/api/v1/namespaces/{ns}")
+    assert deleted["status"]["phase"] == "Terminating"
+    # Admission reads the API server's namespace cache, which follows the
+    # store by one watch event, as in Kubernetes: wait for the refusal.
+    deadline = time.monotonic() + 20
+    i = 0
+    while True:
+        code, body = api.call("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": f"late-{i}"}})
+        if code == 403:
+            break
+        assert code == 201 and time.monotonic() < deadline, (code, body)
+        i += 1
+    assert body["reason"] == "Forbidden" and "because it is being terminated" in body["message"]
+    names = {c["metadata"]["name"] for c in api.ok("GET", f"/api/v1/namespaces/{ns}/configmaps")["items"]}
+    assert f"late-{i}" not in names and "before" in names
+    # It stays until the namespace controller empties it and clears
+    # spec.finalizers through /finalize; deleting it again says so.
+    code, body = api.call("DELETE", f"/api/v1/namespaces/{ns}")
+    assert (code, body["reason"]) == (409, "Conflict") and "ensuring all content is removed" in body["message"]
+    api.ok("PUT", f"/api/v1/namespaces/{ns}", {**deleted, "spec": {"finalizers": []}})  # not through an update
+    current = api.ok("GET", f"/api/v1/namespaces/{ns}")
+    assert current["spec"]["finalizers"] == ["kubernetes"]
+    finalized = api.ok("PUT", f"/api/v1/namespaces/{ns}/finalize", {**current, "spec": {"finalizers": []}})
+    assert finalized["spec"] == {"finalizers": []} and finalized["metadata"]["deletionTimestamp"]
+    assert api.call("GET", f"/api/v1/namespaces/{ns}")[0] == 404  # finalized and empty: gone
+
+
+def test_pod_logs_name_a_container_and_are_empty_before_scheduling(api: Api, ns: str) -> None:
+    two = pod("two")
+    two["spec"]["containers"].append({"name": "sidecar", "image": "busybox"})
+    api.ok("POST", f"/api/v1/namespaces/{ns}/pods", two)
+    code, body = api.call("GET", f"/api/v1/namespaces/{ns}/pods/two/log")
+    assert (code, body["message"]) == (
+        400,
+        "a container name must be specified for pod two, choose one of: [c sidecar]",
+    )
+    code, body = api.call("GET", f"/api/v1/namespaces/{ns}/pods/two/log?container=nope")
+    assert (code, body["message"]) == (400, "container nope is not valid for pod two")
+    with urllib.request.urlopen(f"{api.base}/api/v1/namespaces/{ns}/pods/two/log?container=c", timeout=10) as resp:
+        assert (resp.status, resp.read()) == (200, b"")  # not scheduled: nothing logged yet
+    api.ok(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods/two/binding",
+        {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "two"}, "target": {"kind": "Node", "name": "n1"}},
+    )
+    code, body = api.call("GET", f"/api/v1/namespaces/{ns}/pods/two/log?container=sidecar")
+    assert code == 503 and 'container "sidecar" of pod "two" on node "n1"' in body["message"]
+
+
 def test_a_watch_from_a_compacted_revision_is_gone(api: Api, ns: str, cluster: LocalCluster) -> None:
     first = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c1"}})
     api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c2"}})
@@ -316,6 +368,6 @@ def test_health_and_version_endpoints(api: Api) -> None:
     assert version["major"] == "1" and version["gitVersion"].startswith("v1.33")
     with urllib.request.urlopen(api.base + "/readyz?verbose", timeout=10) as resp:
         text = resp.read().decode()
-    assert "[+]store-quorum ok" in text and "readyz check passed" in text
+    assert "[+]store-quorum ok" in text and "[+]informer-sync ok" in text and "readyz check passed" in text
     with urllib.request.urlopen(api.base + "/livez", timeout=10) as resp:
         assert resp.read() == b"ok"
