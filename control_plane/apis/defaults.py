@@ -4,8 +4,12 @@ never overrides a value the client set."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
+
+from control_plane.apis.quantity import parse_quantity
 
 Defaulter = Callable[[dict[str, Any]], None]
 
@@ -43,12 +47,58 @@ def _template(spec: dict[str, Any]) -> None:
             default_pod_spec(template["spec"])
 
 
+def _requests_from_limits(c: dict[str, Any]) -> None:
+    """A limit without a request requests the limit (pods only, not templates)."""
+    resources = c.get("resources")
+    if isinstance(resources, dict) and isinstance(resources.get("limits"), dict):
+        requests = resources.setdefault("requests", {})
+        if isinstance(requests, dict):
+            for name, value in resources["limits"].items():
+                requests.setdefault(name, value)
+
+
 def default_pod(obj: dict[str, Any]) -> None:
-    if isinstance(obj.get("spec"), dict):
-        default_pod_spec(obj["spec"])
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        default_pod_spec(spec)
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            if isinstance(c, dict):
+                _requests_from_limits(c)
     status = obj.setdefault("status", {})
     status.setdefault("phase", "Pending")
-    status.setdefault("qosClass", "BestEffort")
+    if isinstance(spec, dict):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):  # invalid: validation says why
+            status["qosClass"] = qos_class(spec)
+
+
+QOS_RESOURCES = ("cpu", "memory")
+
+
+def qos_class(spec: dict[str, Any]) -> str:
+    """Guaranteed, Burstable or BestEffort, from the containers' CPU and
+    memory requests and limits, as Kubernetes classifies pods."""
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        resources = c.get("resources") or {}
+        for name, value in (resources.get("requests") or {}).items():
+            quantity = parse_quantity(value)
+            if name in QOS_RESOURCES and quantity != 0:
+                requests[name] = requests.get(name, Decimal(0)) + quantity
+        found = set()
+        for name, value in (resources.get("limits") or {}).items():
+            quantity = parse_quantity(value)
+            if name in QOS_RESOURCES and quantity != 0:
+                found.add(name)
+                limits[name] = limits.get(name, Decimal(0)) + quantity
+        if not set(QOS_RESOURCES) <= found:
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and requests == limits:
+        return "Guaranteed"
+    return "Burstable"
 
 
 def default_deployment(obj: dict[str, Any]) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from control_plane.apis.errors import Cause
+from control_plane.apis.quantity import parse_quantity
 from control_plane.apis.resources import Resource
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -28,7 +31,9 @@ def required(causes: list[Cause], path: str) -> None:
 
 
 def bad(causes: list[Cause], path: str, value: Any, why: str) -> None:
-    causes.append(Cause(path, f"Invalid value: {value!r}: {why}", "FieldValueInvalid"))
+    # Quoted as Kubernetes (Go's %q) quotes them: "value", not 'value'.
+    shown = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else repr(value)
+    causes.append(Cause(path, f"Invalid value: {shown}: {why}", "FieldValueInvalid"))
 
 
 def dns_label(causes: list[Cause], path: str, value: Any) -> None:
@@ -147,6 +152,42 @@ def _ports(causes: list[Cause], path: str, ports: Any, key: str = "containerPort
             )
 
 
+def _resources(causes: list[Cause], path: str, resources: Any) -> None:
+    if resources is None:
+        return
+    if not isinstance(resources, dict):
+        bad(causes, path, resources, "must be an object")
+        return
+    parsed: dict[str, dict[str, Decimal]] = {}
+    for kind in ("requests", "limits"):
+        values = resources.get(kind)
+        parsed[kind] = {}
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            bad(causes, f"{path}.{kind}", values, "must be an object")
+            continue
+        for name, value in values.items():
+            where = f"{path}.{kind}[{name}]"
+            try:
+                quantity = parse_quantity(value)
+            except ValueError as e:
+                bad(causes, where, value, str(e))
+                continue
+            if quantity < 0:
+                bad(causes, where, value, "must be greater than or equal to 0")
+            parsed[kind][name] = quantity
+    for name, request in parsed["requests"].items():
+        limit = parsed["limits"].get(name)
+        if limit is not None and request > limit:
+            bad(
+                causes,
+                f"{path}.requests[{name}]",
+                resources["requests"][name],
+                f"must be less than or equal to {name} limit of {resources['limits'][name]}",
+            )
+
+
 def validate_pod_spec(
     spec: Any, path: str, causes: list[Cause], restart_policies: tuple[str, ...] = ("Always", "OnFailure", "Never")
 ) -> None:
@@ -178,6 +219,7 @@ def validate_pod_spec(
             if not c.get("image"):
                 required(causes, f"{where}.image")
             _ports(causes, f"{where}.ports", c.get("ports"))
+            _resources(causes, f"{where}.resources", c.get("resources"))
     policy = spec.get("restartPolicy")
     if policy is not None and policy not in restart_policies:
         supported = ", ".join(f'"{p}"' for p in restart_policies)

@@ -1,0 +1,44 @@
+"""Resource quantities as Kubernetes writes them ("100m", "128Mi", "1.5",
+"2e3"), parsed exactly (Decimal), for QoS classes and, later, the
+scheduler's fit checks."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
+
+
+def parse_quantity(value: str | int | float) -> Decimal:
+    """The value of a quantity; ValueError for one Kubernetes would refuse."""
+    if isinstance(value, bool):
+        raise ValueError(f"quantities must match the regular expression {_QUANTITY.pattern!r}")
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    match = _QUANTITY.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"quantities must match the regular expression {_QUANTITY.pattern!r}")
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        base = Decimal(number)
+    except InvalidOperation:
+        raise ValueError(f"invalid quantity {value!r}") from None
+    if suffix in _BINARY:
+        return base * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return base * _DECIMAL[suffix]
+    return base * (Decimal(10) ** int(suffix[1:]))

@@ -1,0 +1,91 @@
+"""Quantities, QoS classes and resource validation, as Kubernetes has them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from control_plane.apis.defaults import apply_defaults
+from control_plane.apis.quantity import parse_quantity
+from control_plane.apis.resources import REGISTRY
+from control_plane.apis.validation import validate
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("100m", Decimal("0.1")),
+        ("1", Decimal(1)),
+        ("1.5", Decimal("1.5")),
+        ("128Mi", Decimal(128 * 2**20)),
+        ("1Gi", Decimal(2**30)),
+        ("2k", Decimal(2000)),
+        ("2e3", Decimal(2000)),
+        ("500u", Decimal("0.0005")),
+        (".5", Decimal("0.5")),
+    ],
+)
+def test_quantities(text: str, value: Decimal) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1Q", "1 Gi", "--1", "1.2.3"])
+def test_bad_quantities(text: str) -> None:
+    with pytest.raises(ValueError, match="quantities must match"):
+        parse_quantity(text)
+
+
+def pod(*containers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": f"c{i}", "image": "x", **c} for i, c in enumerate(containers)]},
+    }
+
+
+def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
+    apply_defaults("pods", obj)
+    return obj
+
+
+def test_qos_classes() -> None:
+    assert defaulted(pod({}))["status"]["qosClass"] == "BestEffort"
+    burstable = pod({"resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}}})
+    assert defaulted(burstable)["status"]["qosClass"] == "Burstable"
+    # Limits alone request the limits; equal CPU and memory in every container is Guaranteed.
+    guaranteed = defaulted(pod({"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}))
+    assert guaranteed["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    assert guaranteed["status"]["qosClass"] == "Guaranteed"
+    equal_in_other_units = pod(
+        {"resources": {"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
+    )
+    assert defaulted(equal_in_other_units)["status"]["qosClass"] == "Guaranteed"
+    one_without = pod({"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}, {})
+    assert defaulted(one_without)["status"]["qosClass"] == "Burstable"
+    # Only CPU and memory count.
+    assert defaulted(pod({"resources": {"limits": {"ephemeral-storage": "1Gi"}}}))["status"]["qosClass"] == "BestEffort"
+
+
+def test_resource_validation() -> None:
+    pods = REGISTRY.lookup("", "v1", "pods")
+    assert pods is not None
+    bad = pod(
+        {"resources": {"requests": {"cpu": "lots", "memory": "-1"}}},
+        {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+    )
+    messages = {c.field: c.message for c in validate(pods, defaulted(bad))}
+    assert messages["spec.containers[0].resources.requests[cpu]"].startswith(
+        'Invalid value: "lots": quantities must match'
+    )
+    assert (
+        messages["spec.containers[0].resources.requests[memory]"]
+        == 'Invalid value: "-1": must be greater than or equal to 0'
+    )
+    assert (
+        messages["spec.containers[1].resources.requests[cpu]"]
+        == 'Invalid value: "2": must be less than or equal to cpu limit of 1'
+    )
+    assert not validate(pods, defaulted(pod({"resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}}})))
