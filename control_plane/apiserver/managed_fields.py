@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from control_plane.apis.errors import ApiError, Cause
 from control_plane.apiserver.patch import MERGE_PRIMITIVES, merge_key
 
@@ -115,7 +117,7 @@ def _tree(value: Any, name: str, parent: str) -> Object:
             for item in value
         }
     if shape == "set":
-        return {f"v:{json.dumps(v)}": {} for v in value}
+        return {f"v:{orjson.dumps(v).decode()}": {} for v in value}
     return {}
 
 
@@ -134,7 +136,7 @@ def _walk(value: Any, path: Path, name: str, parent: str, out: set[Path]) -> Non
                     _walk(child, (*item_path, f"f:{child_key}"), child_key, name, out)
             return
         if name in MERGE_PRIMITIVES and all(not isinstance(item, dict | list) for item in value):
-            out.update((*path, f"v:{json.dumps(item)}") for item in value)
+            out.update((*path, f"v:{orjson.dumps(item).decode()}") for item in value)
             return
     out.add(path)
 
@@ -146,7 +148,8 @@ def _scope(subresource: str) -> str:
 
 
 def _key_element(key: str, value: Any) -> str:
-    return "k:" + json.dumps({key: value}, separators=(",", ":"))
+    # One key: no sorting to do, and orjson writes it as Go does (UTF-8 as is).
+    return "k:{" + orjson.dumps(key).decode() + ":" + orjson.dumps(value).decode() + "}"
 
 
 def _is_member(element: str) -> bool:

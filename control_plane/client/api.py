@@ -200,7 +200,7 @@ class ApiClient:
         meta = {"resourceVersion": response.resource_version}
         if getattr(response, "continue"):
             meta["continue"] = getattr(response, "continue")
-        return {"metadata": meta, "items": [codec.loads(item) for item in response.items]}
+        return {"metadata": meta, "items": codec.loads_all(response.items)}
 
     async def list_all(self, r: Resource, namespace: str = "", page: int = 500, **selectors: str) -> Object:
         """Every page of a list, read at one revision."""
