@@ -29,7 +29,7 @@ from control_plane.apis.errors import ApiError, Cause
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apis.selectors import field_matcher, label_matcher
 from control_plane.apis.validation import validate
-from control_plane.apiserver import managed_fields
+from control_plane.apiserver import allocators, managed_fields
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
 from ha.errors import CommandFailed, ErrorCode, NotCommitted, OutcomeUnknown
@@ -166,6 +166,19 @@ class ApiService:
         if causes:
             raise errors.invalid(resource.kind, name, causes, resource.group)
 
+    async def _allocate(self, resource: Resource, obj: Object, current: Object | None) -> None:
+        """Cluster IPs and node ports for a Service (see allocators)."""
+        if resource.plural != "services" or not isinstance(obj.get("spec"), dict):
+            return
+        old_spec = (current or {}).get("spec") if current else None
+
+        async def taken(key: bytes) -> bool:
+            return await self._range_one(key, "0") is not None
+
+        causes = await allocators.allocate(obj["spec"], old_spec, taken)
+        if causes:
+            raise errors.invalid(resource.kind, (obj.get("metadata") or {}).get("name", ""), causes, resource.group)
+
     async def _require_namespace(self, resource: Resource, namespace: str, creating: bool) -> None:
         if not resource.namespaced:
             return
@@ -248,18 +261,25 @@ class ApiService:
             meta.pop(transient, None)
         if resource.has_spec:
             meta["generation"] = 1
-        if dry_run:
-            return obj
         key = self.key(resource, namespace, meta["name"])
-        txn = kv_pb2.TxnRequest(
-            compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0)],
-            success=[kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj)))],
-        )
-        resp = await self._call(self.store.txn(txn))
-        if not resp.succeeded:
-            raise errors.already_exists(resource.group, resource.plural, meta["name"])
-        meta["resourceVersion"] = str(resp.header.revision)
-        return obj
+        as_sent = codec.clone(obj.get("spec")) if resource.plural == "services" else None
+        for _ in range(5):
+            await self._allocate(resource, obj, None)
+            if dry_run:
+                return obj
+            compares, ops = _allocation_ops(resource, None, obj)
+            txn = kv_pb2.TxnRequest(
+                compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0), *compares],
+                success=[kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj))), *ops],
+            )
+            resp = await self._call(self.store.txn(txn))
+            if resp.succeeded:
+                meta["resourceVersion"] = str(resp.header.revision)
+                return obj
+            if not compares or await self._range_one(key, "0") is not None:
+                raise errors.already_exists(resource.group, resource.plural, meta["name"])
+            obj["spec"] = codec.clone(as_sent)  # another master took a value it picked: pick again
+        raise errors.conflict(resource.group, resource.plural, meta["name"], "too many concurrent allocations")
 
     # -- read -------------------------------------------------------------------
 
@@ -445,8 +465,11 @@ class ApiService:
         if finished:
             op = kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))
         else:
+            await self._allocate(resource, updated, current)
             op = kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(updated)))
-        resp = await self._call(self.store.txn(kv_pb2.TxnRequest(compare=guard, success=[op])))
+        compares, ops = _allocation_ops(resource, current, None if finished else updated)
+        txn = kv_pb2.TxnRequest(compare=[*guard, *compares], success=[op, *ops])
+        resp = await self._call(self.store.txn(txn))
         if not resp.succeeded:
             raise errors.conflict(
                 resource.group,
@@ -700,9 +723,10 @@ class ApiService:
             if not finalizers and graceful is None and not held:
                 if opts.dry_run:
                     return _success_status(resource, name, meta.get("uid", ""))
+                _, releases = _allocation_ops(resource, current, None)
                 txn = kv_pb2.TxnRequest(
                     compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=kv.mod_revision)],
-                    success=[kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))],
+                    success=[kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key)), *releases],
                 )
                 resp = await self._call(self.store.txn(txn))
                 if resp.succeeded:
@@ -907,6 +931,25 @@ def scale_of(obj: Object) -> Object:
 
 def _spec_of(obj: Object) -> Any:
     return obj.get("spec") if "spec" in obj else {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _allocation_ops(
+    resource: Resource, old: Object | None, new: Object | None
+) -> tuple[list[kv_pb2.Compare], list[kv_pb2.RequestOp]]:
+    """What a write of a Service does to the allocation keys: the values it
+    starts holding must be free (and are created), the ones it lets go are
+    deleted, in the same transaction."""
+    if resource.plural != "services":
+        return [], []
+    before, after = allocators.reserved_keys(old), allocators.reserved_keys(new)
+    holder = b""
+    if new is not None:
+        meta = new.get("metadata") or {}
+        holder = f"{meta.get('namespace', '')}/{meta.get('name', '')}".encode()
+    compares = [kv_pb2.Compare(key=k, target=kv_pb2.Compare.CREATE, create_revision=0) for k in sorted(after - before)]
+    ops = [kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=k, value=holder)) for k in sorted(after - before)]
+    ops += [kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=k)) for k in sorted(before - after)]
+    return compares, ops
 
 
 def _held(resource: Resource, obj: Object) -> bool:

@@ -229,3 +229,16 @@ def test_get_watch_prints_events_as_they_happen(kubectl: Kubectl) -> None:
         watch.wait(5)
     assert lines[0].split() == ["NAME", "DATA", "AGE"]
     assert [line.split()[:2] for line in lines if line.startswith("watched")] == [["watched", "1"]] * 3
+
+
+def test_expose_gives_a_service_its_cluster_ip_and_node_port(kubectl: Kubectl) -> None:
+    kubectl.run("create", "deployment", "api", "--image=httpd")
+    assert kubectl.run("expose", "deployment", "api", "--port=80", "--type=NodePort").strip() == (
+        "service/api exposed"
+    )
+    svc = kubectl.json("get", "service", "api")
+    ip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
+    assert ip.startswith("10.") and 30000 <= node_port <= 32767
+    header, row = kubectl.run("get", "service", "api").splitlines()
+    assert header.split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert row.split()[:5] == ["api", "NodePort", ip, "<none>", f"80:{node_port}/TCP"]

@@ -6,11 +6,13 @@ storing nothing."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -371,3 +373,50 @@ def test_health_and_version_endpoints(api: Api) -> None:
     assert "[+]store-quorum ok" in text and "[+]informer-sync ok" in text and "readyz check passed" in text
     with urllib.request.urlopen(api.base + "/livez", timeout=10) as resp:
         assert resp.read() == b"ok"
+
+
+def service(name: str, **spec: Any) -> Body:
+    return {"metadata": {"name": name}, "spec": {"ports": [{"port": 80}], **spec}}
+
+
+def test_services_get_cluster_ips_and_node_ports_that_stay_unique(api: Api, ns: str, cluster: LocalCluster) -> None:
+    path = f"/api/v1/namespaces/{ns}/services"
+    web = api.ok("POST", path, service("web"))["spec"]
+    ip = ipaddress.ip_address(web["clusterIP"])
+    assert ip in ipaddress.ip_network("10.96.0.0/12") and web["clusterIPs"] == [web["clusterIP"]]
+    assert (web["ipFamilies"], web["ipFamilyPolicy"], web["internalTrafficPolicy"]) == (
+        ["IPv4"],
+        "SingleStack",
+        "Cluster",
+    )
+    assert api.ok("POST", path, service("headless", clusterIP="None"))["spec"]["clusterIPs"] == ["None"]
+
+    code, body = api.call("POST", path, service("copy", clusterIP=web["clusterIP"]))
+    assert code == 422 and "provided IP is already allocated" in body["message"]
+    code, body = api.call("POST", path, service("outside", clusterIP="192.168.0.10"))
+    assert code == 422 and "The range of valid IPs is 10.96.0.0/12" in body["message"]
+    assert api.call("GET", f"{path}/copy")[0] == 404  # nothing stored
+
+    # An update that leaves the address out keeps it; one that changes it is refused.
+    current = api.ok("GET", f"{path}/web")
+    del current["spec"]["clusterIP"], current["spec"]["clusterIPs"]
+    assert api.ok("PUT", f"{path}/web", current)["spec"]["clusterIP"] == web["clusterIP"]
+    code, body = api.call("PATCH", f"{path}/web", {"spec": {"clusterIP": "10.96.0.77"}}, "application/merge-patch+json")
+    assert code == 422 and "field is immutable" in body["message"]
+
+    # Deleting a Service frees its address for another.
+    api.ok("DELETE", f"{path}/web")
+    assert api.ok("POST", path, service("again", clusterIP=web["clusterIP"]))["spec"]["clusterIP"] == web["clusterIP"]
+
+    # Node ports: allocated in range, unique across masters under concurrent creates.
+    apis = [Api(f"http://{m.api_address}") for m in cluster.masters]
+    with ThreadPoolExecutor(12) as pool:
+        created = list(pool.map(lambda i: apis[i % 3].ok("POST", path, service(f"np-{i}", type="NodePort")), range(30)))
+    ports = [s["spec"]["ports"][0]["nodePort"] for s in created]
+    ips = [s["spec"]["clusterIP"] for s in created]
+    assert all(30000 <= p <= 32767 for p in ports) and len(set(ports)) == 30 and len(set(ips)) == 30
+    assert created[0]["spec"]["externalTrafficPolicy"] == "Cluster"
+    code, body = api.call("POST", path, service("taken", type="NodePort", ports=[{"port": 80, "nodePort": ports[0]}]))
+    assert code == 422 and "provided port is already allocated" in body["message"]
+    code, body = api.call("POST", path, service("plain", ports=[{"port": 80, "nodePort": 30001}]))
+    assert code == 422 and "may not be used when `type` is 'ClusterIP'" in body["message"]
