@@ -233,9 +233,7 @@ def test_get_watch_prints_events_as_they_happen(kubectl: Kubectl) -> None:
 
 def test_expose_gives_a_service_its_cluster_ip_and_node_port(kubectl: Kubectl) -> None:
     kubectl.run("create", "deployment", "api", "--image=httpd")
-    assert kubectl.run("expose", "deployment", "api", "--port=80", "--type=NodePort").strip() == (
-        "service/api exposed"
-    )
+    assert kubectl.run("expose", "deployment", "api", "--port=80", "--type=NodePort").strip() == ("service/api exposed")
     svc = kubectl.json("get", "service", "api")
     ip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
     assert ip.startswith("10.") and 30000 <= node_port <= 32767
