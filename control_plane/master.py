@@ -140,8 +140,8 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     except Exception as e:  # pysyncobj raises bare exceptions when it cannot bind
         raise ConfigError(f"cannot start Raft on {config.raft_address}: {e!r}") from e
     store_server.register(grpc_server)
-    api_service = ApiService(store)
     api_metrics = ApiMetrics(registry)
+    api_service = ApiService(store, metrics=api_metrics)
     virtual_lists = {"componentstatuses": functools.partial(component_statuses, api_service, store)}
     resources_pb2_grpc.add_ResourcesServicer_to_server(
         ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists), grpc_server

@@ -54,6 +54,18 @@ class ApiMetrics:
             registry=registry,
         )
 
+        self.store_duration = Histogram(
+            "apiserver_store_request_duration_seconds",
+            "Round trips from the API server to the replicated store, in seconds, by operation "
+            "(as Kubernetes' etcd_request_duration_seconds).",
+            ["operation"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_store(self, operation: str, seconds: float) -> None:
+        self.store_duration.labels(operation).observe(seconds)
+
     def observe(self, verb: str, resource: str, code: int, seconds: float) -> None:
         self.requests.labels(verb, resource, str(code)).inc()
         if verb != "WATCH":

@@ -40,6 +40,29 @@ class Target:
     subresource: str = ""
 
 
+@dataclass
+class RequestInfo:
+    """What a request is, for metrics: its Kubernetes verb and resource."""
+
+    verb: str
+    resource: str
+
+
+def request_verb(method: str, t: Target, request: web.Request) -> str:
+    """The verb of a resource request, as kube-apiserver names it."""
+    if method == "GET":
+        return "watch" if _flag(request.query.get("watch")) else "get" if t.name else "list"
+    if method == "DELETE":
+        return "delete" if t.name else "deletecollection"
+    if method == "PATCH":
+        return "apply" if _is_apply(request.headers.get("Content-Type", "")) else "patch"
+    return {"POST": "create", "PUT": "update"}.get(method, method.lower())
+
+
+def _is_apply(content_type: str) -> bool:
+    return content_type.split(";")[0].strip() == APPLY_PATCH
+
+
 class RestApi:
     def __init__(
         self,
@@ -63,9 +86,12 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        verb, resource_label, code = request.method.lower(), "", 500
+        # Non-resource paths count as "get"; a resource request as its verb,
+        # set as soon as the path is understood, so its errors count there.
+        info = RequestInfo("get" if request.method in ("GET", "HEAD") else request.method.lower(), "")
+        code = 500
         try:
-            response, verb, resource_label = await self._dispatch(request)
+            response = await self._dispatch(request, info)
             code = response.status
             return response
         except ApiError as e:
@@ -79,28 +105,24 @@ class RestApi:
             err = errors.internal(f"internal error: {e!r}")
             return _json(err.status(), 500)
         finally:
-            self.metrics.observe(verb.upper(), resource_label, code, time.perf_counter() - started)
+            self.metrics.observe(info.verb.upper(), info.resource, code, time.perf_counter() - started)
 
-    async def _dispatch(self, request: web.Request) -> tuple[web.StreamResponse, str, str]:
+    async def _dispatch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         method = request.method
         if not parts:
-            return (
-                _json({"paths": ["/api", "/api/v1", "/apis", "/version", "/livez", "/readyz", "/metrics"]}),
-                "get",
-                "",
-            )
+            return _json({"paths": ["/api", "/api/v1", "/apis", "/version", "/livez", "/readyz", "/metrics"]})
         head = parts[0]
         if head in ("livez", "healthz"):
-            return web.Response(text="ok"), "get", ""
+            return web.Response(text="ok")
         if head == "readyz":
-            return await self._readyz(request), "get", ""
+            return await self._readyz(request)
         if head == "version":
-            return _json(discovery.version_info()), "get", ""
+            return _json(discovery.version_info())
         if head == "api" and len(parts) == 1:
-            return _json(discovery.core_versions(self.server_address)), "get", ""
+            return _json(discovery.core_versions(self.server_address))
         if head == "apis" and len(parts) == 1:
-            return _json(discovery.group_list(self.registry)), "get", ""
+            return _json(discovery.group_list(self.registry))
         if head == "openapi" and len(parts) >= 2 and parts[1] == "v3":
             doc = (
                 openapi.root_document(self.registry)
@@ -113,26 +135,27 @@ class RestApi:
             )
             if doc is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-            return _json(doc), "get", ""
+            return _json(doc)
         if head == "openapi":
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if head == "api" and len(parts) == 2:
             doc = discovery.resource_list(self.registry, "", parts[1])
             if doc is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-            return _json(doc), "get", ""
+            return _json(doc)
         if head == "apis" and len(parts) == 2:
             group_doc = discovery.group(self.registry, parts[1])
             if group_doc is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-            return _json(group_doc), "get", ""
+            return _json(group_doc)
         if head == "apis" and len(parts) == 3:
             doc = discovery.resource_list(self.registry, parts[1], parts[2])
             if doc is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-            return _json(doc), "get", ""
+            return _json(doc)
         target = self._target(parts)
         label = target.resource.plural + (f"/{target.subresource}" if target.subresource else "")
+        info.verb, info.resource = request_verb(method, target, request), label
         handler = {
             "GET": self._get,
             "POST": self._post,
@@ -144,8 +167,7 @@ class RestApi:
             raise errors.method_not_allowed(
                 f"the server does not allow this method on the requested resource ({method})"
             )
-        response, verb = await handler(request, target)
-        return response, verb, label
+        return await handler(request, target)
 
     def _target(self, parts: list[str]) -> Target:
         if parts[0] == "api" and len(parts) >= 3:
@@ -170,19 +192,19 @@ class RestApi:
 
     # -- verbs ------------------------------------------------------------------------
 
-    async def _get(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+    async def _get(self, request: web.Request, t: Target) -> web.StreamResponse:
         q = request.query
         if _flag(q.get("watch")):
-            return await self._watch(request, t), "watch"
+            return await self._watch(request, t)
         if t.name:
             if t.subresource == "scale":
                 return _json(
                     await self.service.get_scale(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
-                ), "get"
+                )
             if t.subresource == "log":
-                return await self._log(t, q.get("container", "")), "get"
+                return await self._log(t, q.get("container", ""))
             obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
-            return self._render(request, t.resource, obj, [obj]), "get"
+            return self._render(request, t.resource, obj, [obj])
         if t.resource.virtual:
             items = await self.virtual_lists[t.resource.plural]()
             listed: dict[str, Any] = {
@@ -191,10 +213,10 @@ class RestApi:
                 "metadata": {},
                 "items": items,
             }
-            return self._render(request, t.resource, listed, items, is_list=True), "list"
+            return self._render(request, t.resource, listed, items, is_list=True)
         if _wants_table(request.headers.get("Accept", "")):
             listed = await self.service.list(t.resource, t.namespace, _list_options(q))
-            return self._render(request, t.resource, listed, listed["items"], is_list=True), "list"
+            return self._render(request, t.resource, listed, listed["items"], is_list=True)
         raw = await self.service.list_raw(t.resource, t.namespace, _list_options(q))
         head = b'{"kind":"%sList","apiVersion":"%s","metadata":%s,"items":[' % (
             t.resource.kind.encode(),
@@ -202,30 +224,30 @@ class RestApi:
             codec.dumps(raw.metadata()),
         )
         body = head + b",".join(raw.items) + b"]}"
-        return web.Response(body=body, content_type=JSON), "list"
+        return web.Response(body=body, content_type=JSON)
 
-    async def _post(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+    async def _post(self, request: web.Request, t: Target) -> web.StreamResponse:
         body = await _body(request)
         dry_run = _dry_run(request)
         if t.subresource == "binding":
-            return _json(await self.service.bind(t.resource, t.namespace, t.name, body), 201), "create"
+            return _json(await self.service.bind(t.resource, t.namespace, t.name, body), 201)
         if t.subresource == "eviction":
             opts = _delete_options_from(body.get("deleteOptions") or {}, request)
-            return _json(await self.service.evict(t.resource, t.namespace, t.name, opts), 201), "create"
+            return _json(await self.service.evict(t.resource, t.namespace, t.name, opts), 201)
         if t.name:
             raise errors.method_not_allowed("POST is for creating objects in a collection")
         namespace = t.namespace or _body_namespace(body)
         obj = await self.service.create(t.resource, namespace, body, dry_run, Manager(_field_manager(request)))
-        return _json(obj, 201), "create"
+        return _json(obj, 201)
 
-    async def _put(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+    async def _put(self, request: web.Request, t: Target) -> web.StreamResponse:
         if not t.name:
             raise errors.method_not_allowed("PUT needs an object name")
         body = await _body(request)
         manager = _field_manager(request)
         if t.subresource == "scale":
             scale = await self.service.update_scale(t.resource, t.namespace, t.name, body, _dry_run(request), manager)
-            return _json(scale), "update"
+            return _json(scale)
         obj = await self.service.update(
             t.resource,
             t.namespace,
@@ -235,14 +257,14 @@ class RestApi:
             _dry_run(request),
             Manager(manager, "Update", t.subresource),
         )
-        return _json(obj), "update"
+        return _json(obj)
 
-    async def _patch(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+    async def _patch(self, request: web.Request, t: Target) -> web.StreamResponse:
         if not t.name:
             raise errors.method_not_allowed("PATCH needs an object name")
         content_type = request.headers.get("Content-Type", "")
         body = await _body(request, allow_list=True)
-        apply = content_type.split(";")[0].strip() == APPLY_PATCH
+        apply = _is_apply(content_type)
         obj = await self.service.patch(
             t.resource,
             t.namespace,
@@ -254,9 +276,9 @@ class RestApi:
             request.query.get("fieldManager", "") if apply else _field_manager(request),
             _flag(request.query.get("force")),
         )
-        return _json(obj), "apply" if apply else "patch"
+        return _json(obj)
 
-    async def _delete(self, request: web.Request, t: Target) -> tuple[web.StreamResponse, str]:
+    async def _delete(self, request: web.Request, t: Target) -> web.StreamResponse:
         text = await request.text()
         body: dict[str, Any] = {}
         if text.strip():
@@ -267,9 +289,9 @@ class RestApi:
         opts = _delete_options_from(body, request)
         if not t.name:
             listed = await self.service.delete_collection(t.resource, t.namespace, _list_options(request.query), opts)
-            return _json(listed), "deletecollection"
+            return _json(listed)
         result = await self.service.delete(t.resource, t.namespace, t.name, opts)
-        return _json(result), "delete"
+        return _json(result)
 
     # -- watch ------------------------------------------------------------------------
 

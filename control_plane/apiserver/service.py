@@ -31,6 +31,7 @@ from control_plane.apis.selectors import field_matcher, label_matcher
 from control_plane.apis.validation import validate
 from control_plane.apiserver import allocators, managed_fields
 from control_plane.apiserver.managed_fields import Manager
+from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
 from ha.errors import CommandFailed, ErrorCode, NotCommitted, OutcomeUnknown
 from ha.keys import prefix_end
@@ -96,8 +97,15 @@ class RawList:
 
 
 class ApiService:
-    def __init__(self, store: Store, registry: Registry = REGISTRY, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry = REGISTRY,
+        clock: Callable[[], float] = time.time,
+        metrics: ApiMetrics | None = None,
+    ):
         self.store = store
+        self.metrics = metrics
         self.registry = registry
         self.clock = clock
         # Namespaces by name, from an informer (the master's loopback
@@ -138,7 +146,8 @@ class ApiService:
 
     # -- store access with errors mapped ----------------------------------------
 
-    async def _call(self, fn: Awaitable[Any]) -> Any:
+    async def _call(self, fn: Awaitable[Any], operation: str) -> Any:
+        started = time.perf_counter()
         try:
             return await fn
         except CommandFailed as e:
@@ -153,10 +162,13 @@ class ApiService:
             raise errors.unavailable(f"the write was not committed, retry: {e}") from None
         except OutcomeUnknown as e:
             raise errors.timeout(f"the outcome of the write is unknown: {e}") from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_store(operation, time.perf_counter() - started)
 
     async def _range_one(self, key: bytes, resource_version: str = "") -> kv_pb2.KeyValue | None:
         req = kv_pb2.RangeRequest(key=key, serializable=resource_version == "0")
-        resp = await self._call(self.store.range(req))
+        resp = await self._call(self.store.range(req), "get")
         return resp.kvs[0] if resp.kvs else None
 
     # -- checks ------------------------------------------------------------------
@@ -272,7 +284,7 @@ class ApiService:
                 compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0), *compares],
                 success=[kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj))), *ops],
             )
-            resp = await self._call(self.store.txn(txn))
+            resp = await self._call(self.store.txn(txn), "create")
             if resp.succeeded:
                 meta["resourceVersion"] = str(resp.header.revision)
                 return obj
@@ -324,7 +336,7 @@ class ApiService:
             req = kv_pb2.RangeRequest(
                 key=start, range_end=end, revision=revision, limit=page, serializable=serializable
             )
-            resp = await self._call(self.store.range(req))
+            resp = await self._call(self.store.range(req), "list")
             if revision == 0:
                 revision = resp.header.revision  # every further page reads this revision
             for i, kv in enumerate(resp.kvs):
@@ -354,7 +366,7 @@ class ApiService:
         if opts.resource_version_match == "Exact":
             return wanted
         # NotOlderThan: any revision at or after `wanted`; the current one is.
-        current = await self._call(self.store.range(kv_pb2.RangeRequest(key=b"/", count_only=True)))
+        current = await self._call(self.store.range(kv_pb2.RangeRequest(key=b"/", count_only=True)), "count")
         if current.header.revision < wanted:
             raise errors.timeout(f"Too large resource version: {wanted}, current: {current.header.revision}")
         return 0
@@ -469,7 +481,7 @@ class ApiService:
             op = kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(updated)))
         compares, ops = _allocation_ops(resource, current, None if finished else updated)
         txn = kv_pb2.TxnRequest(compare=[*guard, *compares], success=[op, *ops])
-        resp = await self._call(self.store.txn(txn))
+        resp = await self._call(self.store.txn(txn), "update")
         if not resp.succeeded:
             raise errors.conflict(
                 resource.group,
@@ -728,7 +740,7 @@ class ApiService:
                     compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=kv.mod_revision)],
                     success=[kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key)), *releases],
                 )
-                resp = await self._call(self.store.txn(txn))
+                resp = await self._call(self.store.txn(txn), "delete")
                 if resp.succeeded:
                     return _success_status(resource, name, meta.get("uid", ""))
                 continue

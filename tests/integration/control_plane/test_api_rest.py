@@ -420,3 +420,33 @@ def test_services_get_cluster_ips_and_node_ports_that_stay_unique(api: Api, ns: 
     assert code == 422 and "provided port is already allocated" in body["message"]
     code, body = api.call("POST", path, service("plain", ports=[{"port": 80, "nodePort": 30001}]))
     assert code == 422 and "may not be used when `type` is 'ClusterIP'" in body["message"]
+
+
+def test_requests_watches_and_store_round_trips_are_metered(api: Api, ns: str, cluster: LocalCluster) -> None:
+    api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "m"}})
+    api.ok("GET", f"/api/v1/namespaces/{ns}/configmaps")
+    api.call("GET", f"/api/v1/namespaces/{ns}/configmaps/absent")
+    master = next(m for m in cluster.masters if f"http://{m.api_address}" == api.base)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://{master.metrics_address}/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
+
+    expected = [
+        'apiserver_request_total{code="201",resource="configmaps",verb="CREATE"}',
+        'apiserver_request_total{code="404",resource="configmaps",verb="GET"}',
+        'apiserver_request_duration_seconds_count{resource="configmaps",verb="LIST"}',
+        'apiserver_store_request_duration_seconds_count{operation="create"}',
+    ]
+    deadline = time.monotonic() + 10  # a request is counted once its response is out
+    while missing := [line for line in expected if line not in (text := scrape())]:
+        assert time.monotonic() < deadline, f"not in /metrics: {missing}"
+        time.sleep(0.05)
+    # A watch open on this master counts while it lasts.
+    watching = 'apiserver_registered_watchers{resource="secrets"} 1.0'
+    assert watching not in text
+    with urllib.request.urlopen(f"{api.base}/api/v1/namespaces/{ns}/secrets?watch=1&timeoutSeconds=30", timeout=30):
+        deadline = time.monotonic() + 10
+        while watching not in scrape():
+            assert time.monotonic() < deadline, "the open watch was not counted"
+            time.sleep(0.05)
