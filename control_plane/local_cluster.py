@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import secrets
 import signal
 import socket
 import subprocess
@@ -24,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 
 import grpc
 
+from control_plane.security.cluster_dir import ClusterDir
 from ha.client import StoreClient
 from ha.storepb import kv_pb2
 
 STATE_FILE = "cluster.json"
-SECRET_FILE = "cluster-secret"
 READY_PROBE = kv_pb2.RangeRequest(key=b"/raftkube/ready-probe")
 
 
@@ -120,7 +119,7 @@ class LocalCluster:
         cluster = cls(directory, server_args=list(server_args or []))
         for i in range(count):
             cluster.masters.append(cluster._new_spec(f"m{i + 1}", host))
-        cluster._write_secret()
+        cluster.security.init({m.id: cluster.hosts_of(m) for m in cluster.masters})
         cluster.save()
         cluster.write_kubeconfig()
         return cluster
@@ -153,15 +152,18 @@ class LocalCluster:
         os.replace(path + ".tmp", path)
 
     @property
-    def secret_path(self) -> str:
-        return os.path.join(self.directory, SECRET_FILE)
+    def security(self) -> ClusterDir:
+        """The cluster secret, certificates and tokens (`raftkube init`'s layout)."""
+        return ClusterDir(self.directory)
 
-    def _write_secret(self) -> None:
-        if os.path.exists(self.secret_path):
-            return
-        fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+    @property
+    def secret_path(self) -> str:
+        return self.security.secret_path
+
+    @staticmethod
+    def hosts_of(spec: MasterSpec) -> list[str]:
+        """The hosts a master is reached at, for its serving certificate."""
+        return sorted({a.rpartition(":")[0] for a in (spec.api_address, spec.grpc_address) if a})
 
     @property
     def kubeconfig_path(self) -> str:
@@ -314,6 +316,7 @@ class LocalCluster:
     def add_master(self, member_id: str) -> MasterSpec:
         spec = self._new_spec(member_id, self.masters[0].raft_address.rsplit(":", 1)[0])
         self.masters.append(spec)
+        self.security.init({spec.id: self.hosts_of(spec)})
         self.save()
         return spec
 

@@ -647,6 +647,9 @@ class RaftNode(SyncObj):
         if leader is not None and leader != self._last_leader:
             self._last_leader = leader
             self.leader_changes += 1
+            # Worth a line in every master's log: a failover is the first
+            # thing anyone looks for when a request failed.
+            log.info("Raft leader is now %s (term %d)", leader.id, self.term)
         applied = self._SyncObj__raftLastApplied
         if applied != self._reported_applied:
             self._reported_applied = applied

@@ -116,8 +116,10 @@ def timeout(message: str) -> ApiError:
     return ApiError(504, "Timeout", message)
 
 
-def unavailable(message: str) -> ApiError:
-    return ApiError(503, "ServiceUnavailable", message)
+def unavailable(message: str, retry_after: int = 0) -> ApiError:
+    """A 503; with `retry_after`, clients (client-go, kubectl) retry by
+    themselves after that many seconds."""
+    return ApiError(503, "ServiceUnavailable", message, {"retryAfterSeconds": retry_after} if retry_after else {})
 
 
 def internal(message: str) -> ApiError:

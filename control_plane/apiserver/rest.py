@@ -96,7 +96,10 @@ class RestApi:
             return response
         except ApiError as e:
             code = e.code
-            return _json(e.status(), e.code)
+            response = _json(e.status(), e.code)
+            if e.details.get("retryAfterSeconds"):
+                response.headers["Retry-After"] = str(e.details["retryAfterSeconds"])
+            return response
         except asyncio.CancelledError:
             code = 499
             raise

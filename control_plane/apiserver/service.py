@@ -159,7 +159,9 @@ class ApiService:
                 raise errors.bad_request(e.message) from None
             raise errors.internal(e.message) from None
         except NotCommitted as e:
-            raise errors.unavailable(f"the write was not committed, retry: {e}") from None
+            # Never applied (no leader, or it changed before the commit):
+            # safe to send again, and client-go does so on Retry-After.
+            raise errors.unavailable(f"the write was not committed, retry: {e}", retry_after=1) from None
         except OutcomeUnknown as e:
             raise errors.timeout(f"the outcome of the write is unknown: {e}") from None
         finally:

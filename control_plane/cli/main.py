@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from control_plane.cli.init import init
 from control_plane.cli.local import down, up
 from control_plane.cli.server import server
 from control_plane.cli.store import store
@@ -15,6 +16,7 @@ def cli() -> None:
     """raftkube: a Kubernetes-style control plane replicated by Raft."""
 
 
+cli.add_command(init)
 cli.add_command(server)
 cli.add_command(up)
 cli.add_command(down)

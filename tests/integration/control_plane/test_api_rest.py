@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -450,3 +451,36 @@ def test_requests_watches_and_store_round_trips_are_metered(api: Api, ns: str, c
         while watching not in scrape():
             assert time.monotonic() < deadline, "the open watch was not counted"
             time.sleep(0.05)
+
+
+def test_a_write_without_quorum_is_a_503_that_clients_retry_by_themselves(tmp_path: Path) -> None:
+    lonely = LocalCluster.create(str(tmp_path / "lonely"), 3)
+    lonely.start()
+    try:
+        leader = lonely.wait_ready(60)
+        survivor = next(m for m in lonely.masters if m.id != leader)
+        for m in lonely.masters:
+            if m.id != survivor.id:
+                lonely.kill(m.id)
+        with lonely.client(timeout=2.0) as client:
+            deadline = time.monotonic() + 20
+            while client.status(survivor.grpc_address).has_quorum:  # until it knows it is alone
+                assert time.monotonic() < deadline, "the survivor still counts a quorum"
+                time.sleep(0.05)
+        req = urllib.request.Request(
+            f"http://{survivor.api_address}/api/v1/namespaces/default/configmaps",
+            data=json.dumps({"metadata": {"name": "c"}}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        body = json.loads(refused.value.read())
+        assert (refused.value.code, body["reason"], refused.value.headers["Retry-After"]) == (
+            503,
+            "ServiceUnavailable",
+            "1",
+        )
+        assert body["details"]["retryAfterSeconds"] == 1 and "not committed" in body["message"]
+    finally:
+        lonely.stop()

@@ -74,3 +74,14 @@ def test_up_store_and_down(tmp_path: Path) -> None:
     assert down.returncode == 0
     assert not any(LocalCluster.load(directory).is_running(m) for m in LocalCluster.load(directory).masters)
     assert os.path.exists(os.path.join(directory, "cluster.json"))
+
+
+def test_init_writes_the_cluster_directory_and_keeps_it(tmp_path: Path) -> None:
+    directory = str(tmp_path / "c")
+    first = run("init", "--dir", directory, "--master", "m1=127.0.0.1,m1.example", "--node", "n1")
+    assert first.returncode == 0, first.stderr
+    assert f"wrote {directory}/pki/ca.key" in first.stdout and f"wrote {directory}/pki/nodes/n1.crt" in first.stdout
+    again = run("init", "--dir", directory, "--master", "m1=127.0.0.1,m1.example")
+    assert (again.returncode, again.stdout.strip()) == (0, f"{directory}: everything was already there")
+    bad = run("init", "--dir", directory, "--master", "m2")
+    assert bad.returncode == 2 and "'m2' is not ID=HOST[,HOST...]" in bad.stderr
