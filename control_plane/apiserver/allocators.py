@@ -74,7 +74,9 @@ async def allocate(
         if not isinstance(port, dict):
             continue
         if kind not in NEEDS_NODE_PORTS:
-            if port.get("nodePort"):
+            if port.get("nodePort") and port["nodePort"] == _same_port(old_spec, port):
+                del port["nodePort"]  # a type change away from NodePort drops them, as Kubernetes does
+            elif port.get("nodePort"):
                 causes.append(
                     Cause(
                         f"spec.ports[{i}].nodePort",

@@ -69,3 +69,12 @@ async def test_external_name_services_hold_nothing() -> None:
     spec: dict[str, Any] = {"type": "ExternalName", "externalName": "example.com", "clusterIP": "10.96.0.5"}
     assert await allocate(spec, None, Taken(), random.Random(8)) == []
     assert "clusterIP" not in spec and allocators.reserved_keys({"spec": spec}) == set()
+
+
+async def test_changing_the_type_away_from_node_port_releases_the_ports() -> None:
+    node_port: dict[str, Any] = {"type": "NodePort", "ports": [{"port": 80}]}
+    assert await allocate(node_port, None, Taken(), random.Random(9)) == []
+    back = {**node_port, "type": "ClusterIP", "ports": [dict(p) for p in node_port["ports"]]}
+    assert await allocate(back, node_port, Taken(allocators.reserved_keys({"spec": node_port})), random.Random(9)) == []
+    assert "nodePort" not in back["ports"][0] and back["clusterIP"] == node_port["clusterIP"]
+    assert allocators.reserved_keys({"spec": back}) == {cluster_ip_key(node_port["clusterIP"])}
