@@ -763,7 +763,11 @@ class RaftNode(SyncObj):
             "address": self_node.id,
             "role": self.role,
             "term": self.term,
-            "leader": self.leader_address,
+            # Only a leader this master can reach: pysyncobj starts no
+            # election while connected to no one, so an isolated follower
+            # would otherwise report a dead leader forever (etcd reports
+            # none: its isolated members become pre-candidates).
+            "leader": self.leader_address if self.can_propose() else None,
             "commit_index": self.commit_index,
             "applied_index": self.applied_index,
             "has_quorum": self.hasQuorum,

@@ -512,7 +512,7 @@ class Store:
                 "Leader changes this master saw (etcd_server_leader_changes_seen_total).",
                 node.leader_changes,
             ),
-            "raftkube_raft_has_leader": ("1 if a leader is known.", float(node.leader_address is not None)),
+            "raftkube_raft_has_leader": ("1 if a leader is known and reachable.", float(node.can_propose())),
             "raftkube_raft_commit_index": ("The highest log index known committed.", node.commit_index),
             "raftkube_raft_applied_index": ("The highest log index applied here.", node.applied_index),
             "raftkube_store_revision": ("The store revision applied here.", self.sm.revision),
