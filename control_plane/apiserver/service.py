@@ -3,9 +3,11 @@ store. The REST and gRPC front ends are thin adapters over this class.
 
 Storage: an object lives at /registry/<group/>plural/<namespace>/<name> as
 JSON (metadata first) without its resourceVersion, which is the key's mod
-revision; a list's resourceVersion is the store revision it was read at. Every write is one
-store transaction guarded by the revision it was computed from, so a stale
-write is a 409 Conflict and nothing is half-written.
+revision; a list's resourceVersion is the store revision it was read at.
+Every write is one store transaction guarded by the revision it was
+computed from, so a stale write is a 409 Conflict and nothing is
+half-written; a Service's allocations (allocators.py) ride in the same
+transaction.
 
 Reads: resourceVersion "" reads are linearizable (a read barrier); "0"
 reads serve this master's applied state at once.
