@@ -42,11 +42,12 @@ class LoadResult:
         )
 
 
-async def _run(endpoints: list[str], concurrency: int, seconds: float, value_size: int, warmup: float) -> LoadResult:
+async def _run(
+    endpoints: list[str], concurrency: int, seconds: float, values: list[bytes], warmup: float
+) -> LoadResult:
     channels = [grpc.aio.insecure_channel(e) for e in endpoints]
     try:
         stubs = [kv_pb2_grpc.KVStub(ch) for ch in channels]
-        values = [os.urandom(value_size) for _ in range(64)]
         latencies: list[float] = []
         ops = errors = 0
         start = time.perf_counter()
@@ -62,9 +63,8 @@ async def _run(endpoints: list[str], concurrency: int, seconds: float, value_siz
                 if t0 >= stop_at:
                     return
                 try:
-                    await stub.Put(
-                        kv_pb2.PutRequest(key=b"/bench/%d/%d" % (w, i % 1000), value=values[i % 64]), timeout=10
-                    )
+                    put = kv_pb2.PutRequest(key=b"/bench/%d/%d" % (w, i % 1000), value=values[i % len(values)])
+                    await stub.Put(put, timeout=10)
                     ok = True
                 except grpc.aio.AioRpcError:
                     ok = False
@@ -85,12 +85,18 @@ async def _run(endpoints: list[str], concurrency: int, seconds: float, value_siz
 
 
 def run_load(
-    endpoint: str | list[str], concurrency: int, seconds: float = 5.0, value_size: int = 1024, warmup: float = 1.0
+    endpoint: str | list[str],
+    concurrency: int,
+    seconds: float = 5.0,
+    value_size: int = 1024,
+    warmup: float = 1.0,
+    values: list[bytes] | None = None,
 ) -> LoadResult:
     """Closed-loop puts for `seconds` after `warmup`; workers spread over the
     endpoints when several are given."""
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
-    return asyncio.run(_run(endpoints, concurrency, seconds, value_size, warmup))
+    values = values or [os.urandom(value_size) for _ in range(64)]  # random: incompressible
+    return asyncio.run(_run(endpoints, concurrency, seconds, values, warmup))
 
 
 def median(values: list[float]) -> float:
