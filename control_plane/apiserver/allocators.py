@@ -203,7 +203,8 @@ async def _pick_port(taken: Taken, rng: random.Random, exclude: Iterable[int]) -
 
 
 def _ports_in(spec: Object) -> set[int]:
-    return {int(p["nodePort"]) for p in spec.get("ports") or [] if isinstance(p, dict) and p.get("nodePort")}
+    # Only well-formed values: a bad one is reported for its own port.
+    return {p["nodePort"] for p in spec.get("ports") or [] if isinstance(p, dict) and type(p.get("nodePort")) is int}
 
 
 def _same_port(old_spec: Object, port: Object) -> int | None:

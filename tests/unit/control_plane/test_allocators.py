@@ -78,3 +78,10 @@ async def test_changing_the_type_away_from_node_port_releases_the_ports() -> Non
     assert await allocate(back, node_port, Taken(allocators.reserved_keys({"spec": node_port})), random.Random(9)) == []
     assert "nodePort" not in back["ports"][0] and back["clusterIP"] == node_port["clusterIP"]
     assert allocators.reserved_keys({"spec": back}) == {cluster_ip_key(node_port["clusterIP"])}
+
+
+async def test_a_malformed_node_port_is_a_cause_not_a_crash() -> None:
+    spec: dict[str, Any] = {"type": "NodePort", "ports": [{"port": 80}, {"port": 81, "nodePort": "abc"}]}
+    [cause] = await allocate(spec, None, Taken(), random.Random(10))
+    assert cause.field == "spec.ports[1].nodePort" and "not in the valid range" in cause.message
+    assert spec["ports"][0]["nodePort"] in NODE_PORTS
