@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -43,6 +44,8 @@ from ha.storepb import kv_pb2
 Object = dict[str, Any]
 # Resources computed on read (componentstatuses): plural -> lister.
 VirtualLists = Mapping[str, Callable[[], Awaitable[list[Object]]]]
+log = logging.getLogger(__name__)
+
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no 0/1/3
 
@@ -291,6 +294,8 @@ class ApiService:
             resp = await self._call(self.store.txn(txn), "create")
             if resp.succeeded:
                 meta["resourceVersion"] = str(resp.header.revision)
+                if resource.plural == "namespaces":
+                    await self._default_service_account(meta["name"])
                 return obj
             if not compares or await self._range_one(key, "0") is not None:
                 raise errors.already_exists(resource.group, resource.plural, meta["name"])
@@ -896,6 +901,18 @@ class ApiService:
         return None
 
     # -- bootstrap -----------------------------------------------------------------
+
+    async def _default_service_account(self, namespace: str) -> None:
+        """Every namespace has a `default` ServiceAccount, made here with it
+        until a service-account controller takes that over. The namespace
+        is created either way: a failure here is logged, not returned."""
+        accounts = self.registry.lookup("", "v1", "serviceaccounts")
+        assert accounts is not None
+        try:
+            await self.create(accounts, namespace, {"metadata": {"name": "default"}})
+        except ApiError as e:
+            if e.code != 409:
+                log.warning("namespace %s: no default ServiceAccount yet: %s", namespace, e)
 
     async def ensure_system_namespaces(self) -> None:
         ns = self.registry.lookup("", "v1", "namespaces")

@@ -292,6 +292,12 @@ def test_invalid_answers_carry_field_causes(api: Api, ns: str) -> None:
     assert {"metadata.name", "spec.containers"} <= fields
 
 
+def test_a_namespace_comes_with_its_default_service_account(api: Api, ns: str) -> None:
+    account = api.ok("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default")
+    assert account["metadata"]["namespace"] == ns and account["metadata"]["uid"]
+    assert api.ok("GET", "/api/v1/namespaces/kube-system/serviceaccounts/default")["kind"] == "ServiceAccount"
+
+
 def test_creating_in_a_missing_namespace_is_not_found(api: Api) -> None:
     code, body = api.call("POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "c"}})
     assert (code, body["reason"], body["message"]) == (404, "NotFound", 'namespaces "nowhere" not found')
