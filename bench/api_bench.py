@@ -28,13 +28,12 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import grpc
 
-from bench.kv_load import LoadResult, run_load
-from bench.store_bench import median_result, raftkube_cluster
+from bench.kv_load import LoadResult, closed_loop, run_load
+from bench.store_bench import median_result
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis import codec
@@ -88,36 +87,6 @@ def template(namespace: str) -> tuple[bytes, bytes]:
     raw = json.dumps(pod_body("@@NAME@@"), separators=(",", ":")).encode()
     before, after = raw.split(b"@@NAME@@")
     return before, after
-
-
-async def closed_loop(
-    concurrency: int, seconds: float, warmup: float, op: Callable[[int, int], Awaitable[bool]]
-) -> LoadResult:
-    latencies: list[float] = []
-    ops = errors = 0
-    start = time.perf_counter()
-    measure_from = start + warmup
-    stop_at = measure_from + seconds
-
-    async def worker(w: int) -> None:
-        nonlocal ops, errors
-        i = 0
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at:
-                return
-            ok = await op(w, i)
-            t1 = time.perf_counter()
-            if t0 >= measure_from:
-                if ok:
-                    ops += 1
-                    latencies.append(t1 - t0)
-                else:
-                    errors += 1
-            i += 1
-
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return LoadResult(concurrency, ops, errors, seconds, latencies)
 
 
 async def rest_creates(
@@ -265,7 +234,7 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     work = tempfile.mkdtemp(prefix="raftkube-api-bench-")
     print(f"API benchmark: {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n", flush=True)
-    with raftkube_cluster(os.path.join(work, "raftkube")) as cluster:
+    with LocalCluster.running(os.path.join(work, "raftkube")) as cluster:
         run(cluster, args)
 
 

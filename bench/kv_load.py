@@ -9,6 +9,7 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -42,43 +43,55 @@ class LoadResult:
         )
 
 
+async def closed_loop(
+    concurrency: int, seconds: float, warmup: float, op: Callable[[int, int], Awaitable[bool]]
+) -> LoadResult:
+    """`concurrency` workers each calling op(worker, i) back to back; what
+    completes after `warmup` and before `seconds` more is measured."""
+    latencies: list[float] = []
+    ops = errors = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal ops, errors
+        i = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            ok = await op(w, i)
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                if ok:
+                    ops += 1
+                    latencies.append(t1 - t0)
+                else:
+                    errors += 1
+            i += 1
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return LoadResult(concurrency, ops, errors, seconds, latencies)
+
+
 async def _run(
     endpoints: list[str], concurrency: int, seconds: float, values: list[bytes], warmup: float
 ) -> LoadResult:
     channels = [grpc.aio.insecure_channel(e) for e in endpoints]
     try:
         stubs = [kv_pb2_grpc.KVStub(ch) for ch in channels]
-        latencies: list[float] = []
-        ops = errors = 0
-        start = time.perf_counter()
-        measure_from = start + warmup
-        stop_at = measure_from + seconds
 
-        async def worker(w: int) -> None:
-            nonlocal ops, errors
+        async def put(w: int, i: int) -> bool:
             stub = stubs[w % len(stubs)]  # workers spread over the endpoints
-            i = 0
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= stop_at:
-                    return
-                try:
-                    put = kv_pb2.PutRequest(key=b"/bench/%d/%d" % (w, i % 1000), value=values[i % len(values)])
-                    await stub.Put(put, timeout=10)
-                    ok = True
-                except grpc.aio.AioRpcError:
-                    ok = False
-                t1 = time.perf_counter()
-                if t0 >= measure_from:
-                    if ok:
-                        ops += 1
-                        latencies.append(t1 - t0)
-                    else:
-                        errors += 1
-                i += 1
+            request = kv_pb2.PutRequest(key=b"/bench/%d/%d" % (w, i % 1000), value=values[i % len(values)])
+            try:
+                await stub.Put(request, timeout=10)
+                return True
+            except grpc.aio.AioRpcError:
+                return False
 
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return LoadResult(concurrency, ops, errors, seconds, latencies)
+        return await closed_loop(concurrency, seconds, warmup, put)
     finally:
         for ch in channels:
             await ch.close()

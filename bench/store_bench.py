@@ -41,17 +41,6 @@ from ha.storepb import kv_pb2, kv_pb2_grpc
 CONCURRENCY = (1, 16, 64)
 
 
-@contextmanager
-def raftkube_cluster(directory: str) -> Iterator[LocalCluster]:
-    cluster = LocalCluster.create(directory, 3)
-    cluster.start()
-    try:
-        cluster.wait_ready(60)
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.baseline_servers", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -159,7 +148,7 @@ def main() -> None:
     with (
         dict_server() as ceiling_address,
         pysyncobj_cluster(work) as baseline_address,
-        raftkube_cluster(os.path.join(work, "raftkube")) as cluster,
+        LocalCluster.running(os.path.join(work, "raftkube")) as cluster,
     ):
         leader = cluster.spec(cluster.wait_ready(60)).grpc_address
         systems = {"ceiling": ceiling_address, "pysyncobj": baseline_address, "raftkube": leader}

@@ -10,6 +10,7 @@ so a restarted master comes back at the same addresses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import grpc
@@ -133,6 +134,21 @@ class LocalCluster:
             data_dir=os.path.join(self.directory, member_id),
             api_address=f"{host}:{free_port(host)}",
         )
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, directory: str, count: int = 3, server_args: list[str] | None = None, timeout: float = 60.0
+    ) -> Iterator[LocalCluster]:
+        """A cluster started and ready for the length of a `with` block,
+        stopped however the block ends (tests, benchmarks)."""
+        cluster = cls.create(directory, count, server_args=server_args)
+        cluster.start()
+        try:
+            cluster.wait_ready(timeout)
+            yield cluster
+        finally:
+            cluster.stop()
 
     @classmethod
     def load(cls, directory: str) -> LocalCluster:

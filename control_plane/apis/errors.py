@@ -74,6 +74,16 @@ def conflict(group: str, plural: str, name: str, why: str) -> ApiError:
     )
 
 
+def modified(group: str, plural: str, name: str) -> ApiError:
+    """The 409 of a write computed from a version that is no longer current."""
+    return conflict(
+        group,
+        plural,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
+
+
 def invalid(kind: str, name: str, causes: list[Cause], group: str = "") -> ApiError:
     text = ", ".join(f"{c.field}: {c.message}" for c in causes)
     return ApiError(

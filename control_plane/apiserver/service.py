@@ -402,12 +402,7 @@ class ApiService:
         current = self.decode(kv)
         wanted_rv = (obj.get("metadata") or {}).get("resourceVersion")
         if wanted_rv and wanted_rv != str(kv.mod_revision):
-            raise errors.conflict(
-                resource.group,
-                resource.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )
+            raise errors.modified(resource.group, resource.plural, name)
         updated = self._merge_update(resource, current, codec.clone(obj), subresource)
         return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager)
 
@@ -492,12 +487,7 @@ class ApiService:
         txn = kv_pb2.TxnRequest(compare=[*guard, *compares], success=[op, *ops])
         resp = await self._call(self.store.txn(txn), "update")
         if not resp.succeeded:
-            raise errors.conflict(
-                resource.group,
-                resource.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )
+            raise errors.modified(resource.group, resource.plural, name)
         meta["resourceVersion"] = str(resp.header.revision)
         return updated
 
@@ -522,12 +512,7 @@ class ApiService:
             wanted = mutate(codec.clone(current))
             wanted_rv = (wanted.get("metadata") or {}).get("resourceVersion")
             if wanted_rv and wanted_rv != str(kv.mod_revision):
-                raise errors.conflict(
-                    resource.group,
-                    resource.plural,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                )
+                raise errors.modified(resource.group, resource.plural, name)
             self._check_body_identity(resource, wanted, namespace, name)
             updated = self._merge_update(resource, current, wanted, subresource)
             try:
@@ -608,12 +593,7 @@ class ApiService:
                     continue
             current = self.decode(kv)
             if wanted_rv and wanted_rv != str(kv.mod_revision):
-                raise errors.conflict(
-                    resource.group,
-                    resource.plural,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                )
+                raise errors.modified(resource.group, resource.plural, name)
             merged = managed_fields.apply(current, config, manager, force, resource.api_version, self.now())
             updated = self._merge_update(resource, current, merged, subresource)
             updated["metadata"]["managedFields"] = merged["metadata"]["managedFields"]

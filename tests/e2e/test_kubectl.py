@@ -52,13 +52,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(str(tmp_path_factory.mktemp("e2e")), 3)
-    c.start()
-    try:
-        c.wait_ready(60)
+    with LocalCluster.running(str(tmp_path_factory.mktemp("e2e"))) as c:
         yield c
-    finally:
-        c.stop()
 
 
 class Kubectl:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import urllib3
@@ -18,17 +18,13 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from control_plane.local_cluster import LocalCluster
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(str(tmp_path_factory.mktemp("pyclient")), 3)
-    c.start()
-    try:
-        c.wait_ready(60)
+    with LocalCluster.running(str(tmp_path_factory.mktemp("pyclient"))) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def core(host: str) -> k8s.CoreV1Api:
@@ -180,21 +176,22 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
 
     # Writes start once the loop has listed: a create racing the list would
     # show up as LISTED, not as an event.
-    wait_for(lambda: loop.resource_version != "", "the first list", lambda: repr(loop))
+    wait_until(lambda: loop.resource_version != "", "the first list", timeout=45, detail=lambda: repr(loop))
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
     watched = next(m for m in cluster.masters if f"http://{m.api_address}" == loop.host)
     try:
-        wait_for(lambda: sum(1 for t, _ in loop.events if t == "ADDED") >= 20, "events before the kill")
+        wait_until(lambda: sum(1 for t, _ in loop.events if t == "ADDED") >= 20, "events before the kill", timeout=45)
         cluster.kill(watched.id)
         before = len(acked)
-        wait_for(lambda: len(acked) >= before + 30, "writes after the kill")
+        wait_until(lambda: len(acked) >= before + 30, "writes after the kill", timeout=45)
         stop_writing.set()
         writer.join(30)
-        wait_for(
+        wait_until(
             lambda: set(acked) <= {n for t, n in loop.events if t == "ADDED"},
             "the watch to catch up",
-            lambda: f"missing {sorted(set(acked) - {n for t, n in loop.events if t == 'ADDED'})[:5]}, {loop}",
+            timeout=45,
+            detail=lambda: f"missing {sorted(set(acked) - {n for t, n in loop.events if t == 'ADDED'})[:5]}, {loop}",
         )
     finally:
         stop_writing.set()
@@ -211,10 +208,3 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
     assert len(added) == len(set(added)), "an event was seen twice"
     assert set(added) == set(acked), f"missed: {sorted(set(acked) - set(added))[:5]}"
     assert loop.switches >= 1
-
-
-def wait_for(condition: Callable[[], bool], what: str, detail: Callable[[], str] = str, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what} {detail()}"
-        time.sleep(0.05)

@@ -11,27 +11,22 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from control_plane.local_cluster import LocalCluster
+from tests.support.waiting import wait_until
 
 Body = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(str(tmp_path_factory.mktemp("rest")), 3)
-    c.start()
-    try:
-        c.wait_ready(60)
+    with LocalCluster.running(str(tmp_path_factory.mktemp("rest"))) as c:
         yield c
-    finally:
-        c.stop()
 
 
 class Api:
@@ -445,48 +440,48 @@ def test_requests_watches_and_store_round_trips_are_metered(api: Api, ns: str, c
         'apiserver_request_duration_seconds_count{resource="configmaps",verb="LIST"}',
         'apiserver_store_request_duration_seconds_count{operation="create"}',
     ]
-    deadline = time.monotonic() + 10  # a request is counted once its response is out
-    while missing := [line for line in expected if line not in (text := scrape())]:
-        assert time.monotonic() < deadline, f"not in /metrics: {missing}"
-        time.sleep(0.05)
+    # A request is counted once its response is out.
+    wait_until(
+        lambda: all(line in scrape() for line in expected),
+        "the requests in /metrics",
+        timeout=10,
+        detail=lambda: f"missing {[line for line in expected if line not in scrape()]}",
+    )
     # A watch open on this master counts while it lasts.
     watching = 'apiserver_registered_watchers{resource="secrets"} 1.0'
-    assert watching not in text
+    assert watching not in scrape()
     with urllib.request.urlopen(f"{api.base}/api/v1/namespaces/{ns}/secrets?watch=1&timeoutSeconds=30", timeout=30):
-        deadline = time.monotonic() + 10
-        while watching not in scrape():
-            assert time.monotonic() < deadline, "the open watch was not counted"
-            time.sleep(0.05)
+        wait_until(lambda: watching in scrape(), "the open watch to be counted", timeout=10)
 
 
-def test_a_write_without_quorum_is_a_503_that_clients_retry_by_themselves(tmp_path: Path) -> None:
-    lonely = LocalCluster.create(str(tmp_path / "lonely"), 3)
-    lonely.start()
-    try:
-        leader = lonely.wait_ready(60)
-        survivor = next(m for m in lonely.masters if m.id != leader)
-        for m in lonely.masters:
-            if m.id != survivor.id:
-                lonely.kill(m.id)
-        with lonely.client(timeout=2.0) as client:
-            deadline = time.monotonic() + 20
-            while (status := client.status(survivor.grpc_address)).has_quorum or status.leader_id:
-                assert time.monotonic() < deadline, f"the survivor does not know it is alone: {status}"
-                time.sleep(0.05)
-        req = urllib.request.Request(
-            f"http://{survivor.api_address}/api/v1/namespaces/default/configmaps",
-            data=json.dumps({"metadata": {"name": "c"}}).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(req, timeout=30)
-        body = json.loads(refused.value.read())
-        assert (refused.value.code, body["reason"], refused.value.headers["Retry-After"]) == (
-            503,
-            "ServiceUnavailable",
-            "1",
-        )
-        assert body["details"]["retryAfterSeconds"] == 1 and "not committed" in body["message"]
-    finally:
-        lonely.stop()
+def test_a_write_without_quorum_is_a_503_that_clients_retry_by_themselves(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    lonely = make_cluster()
+    leader = lonely.wait_ready(60)
+    survivor = next(m for m in lonely.masters if m.id != leader)
+    for m in lonely.masters:
+        if m.id != survivor.id:
+            lonely.kill(m.id)
+    with lonely.client(timeout=2.0) as client:
+
+        def alone() -> bool:
+            status = client.status(survivor.grpc_address)
+            return not status.has_quorum and not status.leader_id
+
+        wait_until(alone, "the survivor to know it is alone", timeout=20)
+    req = urllib.request.Request(
+        f"http://{survivor.api_address}/api/v1/namespaces/default/configmaps",
+        data=json.dumps({"metadata": {"name": "c"}}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    body = json.loads(refused.value.read())
+    assert (refused.value.code, body["reason"], refused.value.headers["Retry-After"]) == (
+        503,
+        "ServiceUnavailable",
+        "1",
+    )
+    assert body["details"]["retryAfterSeconds"] == 1 and "not committed" in body["message"]

@@ -30,13 +30,8 @@ NAMESPACES = resource("namespaces")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(str(tmp_path_factory.mktemp("grpc-api")), 3)
-    c.start()
-    try:
-        c.wait_ready(60)
+    with LocalCluster.running(str(tmp_path_factory.mktemp("grpc-api"))) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

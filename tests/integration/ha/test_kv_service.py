@@ -21,13 +21,8 @@ from ha.storepb import kv_pb2
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(str(tmp_path_factory.mktemp("kv")), 3, server_args=["--history-revisions", "1000000"])
-    c.start()
-    try:
-        c.wait_ready(60)
+    with LocalCluster.running(str(tmp_path_factory.mktemp("kv")), server_args=["--history-revisions", "1000000"]) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

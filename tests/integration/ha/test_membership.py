@@ -9,20 +9,8 @@ import time
 import grpc
 
 from control_plane.local_cluster import LocalCluster
+from tests.support.waiting import wait_until
 from tests.support.workload import Writers, stored_keys
-
-
-def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll `condition`; a master that does not answer yet counts as False."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except grpc.RpcError:
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_add_remove_and_transfer_while_writing(cluster: LocalCluster) -> None:
@@ -37,8 +25,10 @@ def test_add_remove_and_transfer_while_writing(cluster: LocalCluster) -> None:
         cluster.start("m4", join=True)
         wait_until(
             lambda: client.status(m4.grpc_address).applied_index >= client.status().commit_index - 5,
-            60,
             "m4 to catch up",
+            timeout=60,
+            ignore=(grpc.RpcError,),
+            interval=0.1,
         )
 
         removed = cluster.leader()  # the hardest one to remove: leadership must move first
@@ -51,7 +41,13 @@ def test_add_remove_and_transfer_while_writing(cluster: LocalCluster) -> None:
 
         target = "m4"
         assert client.transfer_leadership(target, timeout=10).leader_id == target
-        wait_until(lambda: all(client.status(m.grpc_address).leader_id == target for m in remaining), 20, "m4 to lead")
+        wait_until(
+            lambda: all(client.status(m.grpc_address).leader_id == target for m in remaining),
+            "m4 to lead",
+            timeout=20,
+            ignore=(grpc.RpcError,),
+            interval=0.1,
+        )
         writers.wait_for_acks(30, since=time.monotonic(), timeout=30)
     finally:
         writers.stop()
@@ -61,7 +57,13 @@ def test_add_remove_and_transfer_while_writing(cluster: LocalCluster) -> None:
         status = client.status(m.grpc_address)
         assert status.leader_id == "m4"
         assert {p.id for p in status.peers} | {status.id} == expected, f"{m.id} sees {status.peers}"
-    wait_until(lambda: {m.id for m in client.member_list().members} == expected, 20, "the member list")
+    wait_until(
+        lambda: {m.id for m in client.member_list().members} == expected,
+        "the member list",
+        timeout=20,
+        ignore=(grpc.RpcError,),
+        interval=0.1,
+    )
     stored = stored_keys(client, b"/w/")
     lost = [k for k in writers.acked if k not in stored]
     assert not lost, f"{len(lost)} acknowledged writes lost"
