@@ -10,6 +10,7 @@ so a restarted master comes back at the same addresses.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -24,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 
 import grpc
 
+from control_plane.client.credentials import INSECURE, ClientCredentials
 from control_plane.security.cluster_dir import ClusterDir
+from control_plane.security.pki import CertificateAuthority
 from ha.client import StoreClient
 from ha.storepb import kv_pb2
 
@@ -95,6 +98,10 @@ class MasterSpec:
     def log_path(self) -> str:
         return os.path.join(self.data_dir, "server.log")
 
+    @property
+    def audit_log_path(self) -> str:
+        return os.path.join(self.data_dir, "audit.log")
+
 
 @dataclass
 class LocalCluster:
@@ -116,6 +123,8 @@ class LocalCluster:
             cluster = cls.load(directory)
             if server_args is not None:
                 cluster.server_args = server_args
+                cluster.save()
+                cluster.write_kubeconfig()
             return cluster
         cluster = cls(directory, server_args=list(server_args or []))
         for i in range(count):
@@ -176,6 +185,29 @@ class LocalCluster:
     def secret_path(self) -> str:
         return self.security.secret_path
 
+    @property
+    def secure(self) -> bool:
+        """TLS and authentication on (the default; `--insecure` in server_args turns them off)."""
+        return "--insecure" not in self.server_args
+
+    @property
+    def admin_credentials(self) -> ClientCredentials:
+        """The admin's client certificate and the cluster CA (none on an insecure cluster)."""
+        if not self.secure:
+            return INSECURE
+        cert, key = self.security.admin_paths()
+        return ClientCredentials.from_files(self.security.ca_paths()[0], cert, key)
+
+    def credentials_for(self, user: str, groups: list[str]) -> ClientCredentials:
+        """A client certificate for any user, issued by the cluster CA (tests)."""
+        ca = CertificateAuthority.load(*self.security.ca_paths())
+        issued = ca.issue_client(user, groups)
+        return ClientCredentials(ca.cert_pem, issued.cert_pem, issued.key_pem)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.secure else "http"
+
     @staticmethod
     def hosts_of(spec: MasterSpec) -> list[str]:
         """The hosts a master is reached at, for its serving certificate."""
@@ -187,10 +219,21 @@ class LocalCluster:
 
     def write_kubeconfig(self) -> None:
         """An admin kubeconfig for real kubectl, one context per master
-        (the default one is the first master)."""
+        (the default one is the first master), with the cluster CA and the
+        admin's client certificate inline."""
         contexts, clusters = [], []
+        credentials = self.admin_credentials
+        user: dict[str, str] = {}
+        if credentials.secure:
+            user = {
+                "client-certificate-data": base64.b64encode(credentials.cert_pem).decode(),
+                "client-key-data": base64.b64encode(credentials.key_pem).decode(),
+            }
         for m in self.masters:
-            clusters.append({"name": m.id, "cluster": {"server": f"http://{m.api_address}"}})
+            cluster: dict[str, str] = {"server": f"{self.scheme}://{m.api_address}"}
+            if credentials.secure:
+                cluster["certificate-authority-data"] = base64.b64encode(credentials.ca_pem).decode()
+            clusters.append({"name": m.id, "cluster": cluster})
             contexts.append({"name": m.id, "context": {"cluster": m.id, "user": "admin", "namespace": "default"}})
         config = {
             "apiVersion": "v1",
@@ -198,7 +241,7 @@ class LocalCluster:
             "clusters": clusters,
             "contexts": contexts,
             "current-context": self.masters[0].id,
-            "users": [{"name": "admin", "user": {}}],
+            "users": [{"name": "admin", "user": user}],
             "preferences": {},
         }
         fd = os.open(self.kubeconfig_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -208,7 +251,7 @@ class LocalCluster:
 
     @property
     def api_endpoints(self) -> list[str]:
-        return [f"http://{m.api_address}" for m in self.masters]
+        return [f"{self.scheme}://{m.api_address}" for m in self.masters]
 
     @property
     def endpoints(self) -> list[str]:
@@ -243,6 +286,8 @@ class LocalCluster:
             "--cluster-secret-file",
             self.secret_path,
         ]
+        if self.secure:
+            args += ["--cluster-dir", self.directory, "--audit-log-path", spec.audit_log_path]
         for peer in self.masters if peers is None else peers:
             if peer.id != spec.id:
                 args += ["--peer", f"{peer.id}={peer.raft_address}"]
@@ -342,8 +387,9 @@ class LocalCluster:
 
     # -- observing -----------------------------------------------------------------
 
-    def client(self, **kwargs: float) -> StoreClient:
-        return StoreClient(self.endpoints, **kwargs)
+    def client(self, timeout: float = 5.0, retry_for: float = 10.0) -> StoreClient:
+        """A store client with the admin's credentials."""
+        return StoreClient(self.endpoints, timeout, retry_for, self.admin_credentials.grpc())
 
     def wait_ready(self, timeout: float = 30.0, members: list[str] | None = None) -> str:
         """Wait until every (named) running master knows the same leader and
@@ -351,7 +397,9 @@ class LocalCluster:
         chosen = [m for m in self.masters if (members is None or m.id in members) and self.is_running(m)]
         deadline = time.monotonic() + timeout
         last_error = "no master answered"
-        with StoreClient([m.grpc_address for m in chosen], timeout=1.0, retry_for=0) as client:
+        with StoreClient(
+            [m.grpc_address for m in chosen], timeout=1.0, retry_for=0, credentials=self.admin_credentials.grpc()
+        ) as client:
             while time.monotonic() < deadline:
                 for spec in chosen:
                     if not self.is_running(spec):

@@ -12,8 +12,10 @@ import functools
 import logging
 import os
 import signal
+import ssl
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -24,12 +26,25 @@ from prometheus_client import CollectorRegistry, start_http_server
 from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis.errors import ApiError
 from control_plane.apiserver import grpc_service
+from control_plane.apiserver.access import Access
+from control_plane.apiserver.admission.chain import with_authorization
+from control_plane.apiserver.caches import ApiServerCaches
 from control_plane.apiserver.components import component_statuses
 from control_plane.apiserver.grpc_service import ResourcesService
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.rest import RestApi
+from control_plane.apiserver.reviews import Reviews
 from control_plane.apiserver.service import ApiService, VirtualLists
-from control_plane.client import ApiClient, Informer, resource
+from control_plane.apiserver.store_access import store_guard
+from control_plane.client import INSECURE, ApiClient, ClientCredentials, resource
+from control_plane.security.audit import DEFAULT_POLICY, Auditor, load_policy, parse_policy
+from control_plane.security.authn import Authenticator, load_token_file
+from control_plane.security.authz import AlwaysAllow, Authorizer, Chain, PrivilegedGroups
+from control_plane.security.cluster_dir import ClusterDir
+from control_plane.security.node_authorizer import NodeAuthorizer
+from control_plane.security.rbac import RbacAuthorizer
+from control_plane.security.service_account_tokens import ServiceAccountTokens
+from control_plane.security.tls import ServingFiles, grpc_server_credentials, ssl_server_context
 from ha.limits import MAX_VALUE_BYTES
 from ha.raft_node import RaftConfig
 from ha.server import SERVICE_NAMES, StoreServer
@@ -43,6 +58,78 @@ MAX_MESSAGE_BYTES = MAX_VALUE_BYTES + (2 << 20)
 
 class ConfigError(Exception):
     """The master cannot start as configured; the message says why."""
+
+
+@dataclass
+class SecurityConfig:
+    """TLS, authentication, authorization and audit of a master (the
+    flags of the same names, kube-apiserver's where it has one)."""
+
+    # Plaintext everywhere and no authentication (everyone is a cluster
+    # admin): for experiments and benchmarks on a trusted machine only.
+    insecure: bool = False
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    client_ca_file: str = ""
+    # This master's client identity towards its own and other masters' gRPC.
+    loopback_cert_file: str = ""
+    loopback_key_file: str = ""
+    token_auth_file: str = ""
+    service_account_key_file: str = ""
+    service_account_signing_key_file: str = ""
+    audit_policy_file: str = ""
+    audit_log_path: str = ""
+    anonymous_auth: bool = False
+    authorization_mode: str = "Node,RBAC"
+
+    @classmethod
+    def from_cluster_dir(cls, directory: str, member_id: str, **given: Any) -> SecurityConfig:
+        """The files `raftkube init` wrote for this master, unless given."""
+        cluster = ClusterDir(directory)
+        cert, key = cluster.master_paths(member_id)
+        loopback_cert, loopback_key = cluster.loopback_paths(member_id)
+        sa_public, sa_private = cluster.sa_paths()
+        defaults = {
+            "tls_cert_file": cert,
+            "tls_private_key_file": key,
+            "client_ca_file": cluster.ca_paths()[0],
+            "loopback_cert_file": loopback_cert,
+            "loopback_key_file": loopback_key,
+            "token_auth_file": cluster.tokens_path,
+            "service_account_key_file": sa_public,
+            "service_account_signing_key_file": sa_private,
+            "audit_policy_file": cluster.audit_policy_path,
+        }
+        return cls(**{**defaults, **{k: v for k, v in given.items() if v not in (None, "")}})
+
+    def check(self) -> None:
+        """Refuse a configuration that cannot be served securely, saying why."""
+        if self.authorization_mode not in ("Node,RBAC", "RBAC,Node", "RBAC", "AlwaysAllow"):
+            raise ConfigError(f"--authorization-mode {self.authorization_mode!r}: want Node,RBAC, RBAC or AlwaysAllow")
+        if self.insecure:
+            return
+        required = {
+            "--tls-cert-file": self.tls_cert_file,
+            "--tls-private-key-file": self.tls_private_key_file,
+            "--client-ca-file": self.client_ca_file,
+            "--loopback-cert-file": self.loopback_cert_file,
+            "--loopback-key-file": self.loopback_key_file,
+        }
+        missing = [flag for flag, path in required.items() if not path]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} required (or --cluster-dir, which names them all): the API is served "
+                "over TLS only; --insecure serves plaintext with no authentication"
+            )
+        for flag, path in {
+            **required,
+            "--token-auth-file": self.token_auth_file,
+            "--service-account-key-file": self.service_account_key_file,
+            "--service-account-signing-key-file": self.service_account_signing_key_file,
+            "--audit-policy-file": self.audit_policy_file,
+        }.items():
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{flag} {path}: no such file")
 
 
 @dataclass
@@ -65,6 +152,7 @@ class MasterConfig:
     # leader has been heard from.
     join: bool = False
     extra_raft: dict[str, object] = field(default_factory=dict)
+    security: SecurityConfig = field(default_factory=lambda: SecurityConfig(insecure=True))
 
     def raft_config(self) -> RaftConfig:
         addresses = sorted(set(self.peers.values()) | {self.raft_address})
@@ -117,8 +205,22 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     # wait that long. (Raft runs on the loop itself; measured on 2 cores, 0.5
     # and 5 ms give the same throughput within the machine's noise.)
     sys.setswitchinterval(float(os.environ.get("RAFTKUBE_SWITCH_INTERVAL", "0.0005")))
+    security = config.security
+    security.check()
+    loopback_credentials = (
+        INSECURE
+        if security.insecure
+        else ClientCredentials.from_files(
+            security.client_ca_file, security.loopback_cert_file, security.loopback_key_file
+        )
+    )
     registry = CollectorRegistry()
-    store_server = StoreServer(config.raft_config(), config.store_options(config.grpc_address), registry)
+    store_server = StoreServer(
+        config.raft_config(),
+        config.store_options(config.grpc_address),
+        registry,
+        channel_credentials=loopback_credentials.grpc(),
+    )
     grpc_server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -131,20 +233,34 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
             ("grpc.http2.max_ping_strikes", 0),
         ]
     )
+    serving = ServingFiles(security.tls_cert_file, security.tls_private_key_file, security.client_ca_file)
     try:
-        port = grpc_server.add_insecure_port(config.grpc_address)
-    except RuntimeError as e:
+        if security.insecure:
+            port = grpc_server.add_insecure_port(config.grpc_address)
+        else:
+            port = grpc_server.add_secure_port(config.grpc_address, grpc_server_credentials(serving))
+    except (RuntimeError, OSError, ssl.SSLError) as e:
         raise ConfigError(f"cannot listen for gRPC on {config.grpc_address}: {e}") from None
     try:
         store = await store_server.start(loop)
     except Exception as e:  # pysyncobj raises bare exceptions when it cannot bind
         raise ConfigError(f"cannot start Raft on {config.raft_address}: {e!r}") from e
-    store_server.register(grpc_server)
     api_metrics = ApiMetrics(registry)
     api_service = ApiService(store, metrics=api_metrics)
+    # The API server's own caches, filled through a loopback client as
+    # kube-apiserver fills its informers; /readyz waits for them.
+    loopback = ApiClient(
+        [loopback_address(config.grpc_address, port)],
+        user_agent="raftkube-apiserver/loopback",
+        credentials=loopback_credentials,
+    )
+    caches = ApiServerCaches(loopback, authorization=security.authorization_mode != "AlwaysAllow")
+    access = _access(security, api_service, caches)
+    api_service.namespace_cache = caches.namespace
+    store_server.register(grpc_server, wrap=store_guard(access))
     virtual_lists = {"componentstatuses": functools.partial(component_statuses, api_service, store)}
     resources_pb2_grpc.add_ResourcesServicer_to_server(
-        ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists), grpc_server
+        ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists, access=access), grpc_server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -158,21 +274,17 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         grpc_server,
     )
     await grpc_server.start()
-    # The API server's own caches, filled through a loopback client as
-    # kube-apiserver fills its informers; /readyz waits for them.
-    loopback = ApiClient([loopback_address(config.grpc_address, port)], user_agent="raftkube-apiserver/loopback")
-    namespaces = Informer(loopback, resource("namespaces"))
-    namespaces.start()
-    api_service.namespace_cache = namespaces.lister.get
+    caches.start()
     metrics_server = None
     if config.metrics_address:
         host, _, metrics_port = config.metrics_address.rpartition(":")
         metrics_server, _thread = start_http_server(int(metrics_port), addr=host or "0.0.0.0", registry=registry)
     log.info(
-        "master %s serving gRPC on %s (port %d), Raft on %s",
+        "master %s serving gRPC on %s (port %d, %s), Raft on %s",
         config.member_id,
         config.grpc_address,
         port,
+        "plaintext, no authentication" if security.insecure else "mTLS",
         config.raft_address,
     )
     stop = asyncio.Event()
@@ -180,12 +292,13 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR2, lambda: _log_raft_state(store_server))
     health_task = loop.create_task(_report_health(store_server, health_servicer))
+    bootstrapped = asyncio.Event()
     api_runner = (
-        await _start_rest(config, api_service, api_metrics, store, virtual_lists, [namespaces])
+        await _start_rest(config, api_service, api_metrics, store, virtual_lists, caches, access, bootstrapped)
         if config.api_address
         else None
     )
-    bootstrap_task = loop.create_task(_bootstrap(api_service))
+    bootstrap_task = loop.create_task(_bootstrap(api_service, bootstrapped))
     if ready is not None:
         ready.set()
     try:
@@ -198,13 +311,60 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
             await health_task
         if api_runner is not None:
             await api_runner.cleanup()
-        await namespaces.stop()
+        await caches.stop()
         await loopback.close()
         await grpc_server.stop(grace=1.0)
         await store_server.stop()
+        if access.auditor is not None:
+            access.auditor.close()
         if metrics_server is not None:
             metrics_server.shutdown()
         del store
+
+
+def _access(security: SecurityConfig, service: ApiService, caches: ApiServerCaches) -> Access:
+    """Authentication, authorization, admission by identity and audit, as
+    configured; --insecure has none of them but the audit log."""
+    auditor = None
+    if security.audit_log_path:
+        policy = load_policy(security.audit_policy_file) if security.audit_policy_file else parse_policy(DEFAULT_POLICY)
+        auditor = Auditor(policy, security.audit_log_path)
+    if security.service_account_key_file:
+        service.tokens = ServiceAccountTokens.from_files(
+            security.service_account_key_file, security.service_account_signing_key_file or None
+        )
+    authenticator = None
+    if not security.insecure:
+        accounts, pods = resource("serviceaccounts"), resource("pods")
+
+        async def account_uid(namespace: str, name: str) -> str | None:
+            obj = await service.read(accounts, namespace, name)
+            return str(obj["metadata"].get("uid")) if obj is not None else None
+
+        async def pod_uid(namespace: str, name: str) -> str | None:
+            obj = await service.read(pods, namespace, name)
+            return str(obj["metadata"].get("uid")) if obj is not None else None
+
+        authenticator = Authenticator(
+            load_token_file(security.token_auth_file) if security.token_auth_file else {},
+            service.tokens,
+            account_uid,
+            pod_uid,
+            anonymous=security.anonymous_auth,
+        )
+    rbac = None
+    if security.authorization_mode == "AlwaysAllow":
+        authorizer: Authorizer = AlwaysAllow()
+    else:
+        rbac = RbacAuthorizer(caches)
+        chain: list[Authorizer] = [PrivilegedGroups()]
+        if "Node" in security.authorization_mode:
+            chain.append(NodeAuthorizer(caches))
+        chain.append(rbac)
+        authorizer = Chain(chain)
+        service.admission = with_authorization(service.admission, rbac, authorizer, caches)
+    service.reviews = Reviews(authorizer, rbac, authenticator)
+    return Access(authenticator, authorizer, auditor)
 
 
 async def _start_rest(
@@ -213,28 +373,41 @@ async def _start_rest(
     metrics: ApiMetrics,
     store: Store,
     virtual_lists: VirtualLists,
-    informers: list[Informer],
+    caches: ApiServerCaches,
+    access: Access,
+    bootstrapped: asyncio.Event,
 ) -> web.AppRunner:
     async def readiness() -> list[tuple[str, bool, str]]:
         status = await store.status()
-        unsynced = [i.resource.plural for i in informers if not i.has_synced()]
+        unsynced = caches.unsynced()
         return [
             ("store-quorum", status.has_quorum, "this master cannot reach a majority of the store"),
             ("store-leader", bool(status.leader_id), "no store leader is known"),
             ("informer-sync", not unsynced, f"the API server's caches of {', '.join(unsynced)} have not synced"),
+            ("poststarthook/rbac/bootstrap-roles", bootstrapped.is_set(), "the default roles are not in place yet"),
         ]
 
     rest = RestApi(
-        service, metrics, server_address=config.api_address, readiness=readiness, virtual_lists=virtual_lists
+        service,
+        metrics,
+        server_address=config.api_address,
+        readiness=readiness,
+        virtual_lists=virtual_lists,
+        access=access,
     )
     runner = web.AppRunner(rest.app, access_log=None)
     await runner.setup()
     host, _, port = config.api_address.rpartition(":")
+    security = config.security
+    context = None if security.insecure else ssl_server_context(
+        ServingFiles(security.tls_cert_file, security.tls_private_key_file, security.client_ca_file)
+    )
     try:
-        await web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True).start()
+        await web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True, ssl_context=context).start()
     except OSError as e:
         raise ConfigError(f"cannot listen for the API on {config.api_address}: {e.strerror}") from None
-    log.info("master %s serving the Kubernetes API on http://%s", config.member_id, config.api_address)
+    scheme = "http" if context is None else "https"
+    log.info("master %s serving the Kubernetes API on %s://%s", config.member_id, scheme, config.api_address)
     return runner
 
 
@@ -246,15 +419,19 @@ def loopback_address(address: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _bootstrap(service: ApiService) -> None:
-    """The system namespaces exist on every cluster; any master may create
-    them (creating an existing one is a harmless conflict)."""
+async def _bootstrap(service: ApiService, done: asyncio.Event) -> None:
+    """The system namespaces and the default RBAC policy exist on every
+    cluster; any master may create them (creating an existing one is a
+    harmless conflict), every master puts back default roles that were
+    changed (kube-apiserver's rbac/bootstrap-roles)."""
     while True:
         try:
             await service.ensure_system_namespaces()
+            await service.ensure_default_policy()
+            done.set()
             return
         except ApiError as e:
-            log.debug("bootstrapping namespaces: %s", e)
+            log.debug("bootstrapping: %s", e)
             await asyncio.sleep(0.5)
 
 

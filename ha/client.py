@@ -52,13 +52,21 @@ class WatchStream(Protocol):
 
 
 class StoreClient:
-    def __init__(self, endpoints: list[str], timeout: float = 5.0, retry_for: float = 10.0):
+    def __init__(
+        self,
+        endpoints: list[str],
+        timeout: float = 5.0,
+        retry_for: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
         self.timeout = timeout
         # How long to keep trying masters before giving up on a call.
         self.retry_for = retry_for
+        # TLS (and a client certificate) for masters that require them.
+        self.credentials = credentials
         self._current = 0
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
@@ -77,15 +85,16 @@ class StoreClient:
     def _channel(self, endpoint: str) -> grpc.Channel:
         with self._lock:
             if endpoint not in self._channels:
-                self._channels[endpoint] = grpc.insecure_channel(
-                    endpoint,
-                    options=[
-                        ("grpc.max_receive_message_length", -1),  # ranges are as large as they are
-                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                        ("grpc.initial_reconnect_backoff_ms", 100),
-                        ("grpc.max_reconnect_backoff_ms", 1000),
-                    ],
-                )
+                options = [
+                    ("grpc.max_receive_message_length", -1),  # ranges are as large as they are
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ]
+                if self.credentials is None:
+                    self._channels[endpoint] = grpc.insecure_channel(endpoint, options=options)
+                else:
+                    self._channels[endpoint] = grpc.secure_channel(endpoint, self.credentials, options=options)
             return self._channels[endpoint]
 
     def kv(self, endpoint: str | None = None) -> kv_pb2_grpc.KVStub:

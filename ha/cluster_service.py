@@ -21,8 +21,9 @@ FORWARDED = "raftkube-forwarded"
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, channel_credentials: grpc.ChannelCredentials | None = None):
         self.store = store
+        self.channel_credentials = channel_credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def close(self) -> None:
@@ -62,7 +63,10 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
+            if self.channel_credentials is None:
+                self._channels[address] = grpc.aio.insecure_channel(address)
+            else:
+                self._channels[address] = grpc.aio.secure_channel(address, self.channel_credentials)
         return self._channels[address]
 
     async def Status(self, request: cluster_pb2.StatusRequest, context: Any) -> cluster_pb2.StatusResponse:

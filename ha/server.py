@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -28,8 +30,16 @@ SERVICE_NAMES = (
 
 
 class StoreServer:
-    def __init__(self, raft: RaftConfig, options: StoreOptions, registry: CollectorRegistry):
+    def __init__(
+        self,
+        raft: RaftConfig,
+        options: StoreOptions,
+        registry: CollectorRegistry,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+    ):
         self.raft_config = raft
+        # How this master calls another's gRPC port (forwarding to the leader).
+        self.channel_credentials = channel_credentials
         self.options = options
         self.registry = registry
         self.metrics = StoreMetrics(registry)
@@ -66,11 +76,15 @@ class StoreServer:
         self.store.start()
         return self.store
 
-    def register(self, server: grpc.aio.Server) -> None:
+    def register(self, server: grpc.aio.Server, wrap: Callable[[Any], Any] | None = None) -> None:
+        """Serve KV and Cluster on `server`; `wrap`, if given, stands each
+        servicer in for the master's access checks (the store knows no
+        users: that is the API server's business)."""
         assert self.store is not None, "start() first"
-        kv_pb2_grpc.add_KVServicer_to_server(KVService(self.store), server)
-        self._cluster_service = ClusterService(self.store)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(self._cluster_service, server)
+        wrap = wrap or (lambda servicer: servicer)
+        kv_pb2_grpc.add_KVServicer_to_server(wrap(KVService(self.store)), server)
+        self._cluster_service = ClusterService(self.store, self.channel_credentials)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(wrap(self._cluster_service), server)
 
     async def stop(self) -> None:
         if self.store is not None:

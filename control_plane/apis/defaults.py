@@ -187,7 +187,26 @@ def default_secret(obj: dict[str, Any]) -> None:
     obj.setdefault("type", "Opaque")
 
 
+def default_limit_range(obj: dict[str, Any]) -> None:
+    """A Container item's default limit falls back to its max, its default
+    request to its default limit, then to its min (as Kubernetes)."""
+    for item in (obj.get("spec") or {}).get("limits") or []:
+        if not isinstance(item, dict) or item.get("type") != "Container":
+            continue
+        default = item.setdefault("default", {})
+        request = item.setdefault("defaultRequest", {})
+        if not isinstance(default, dict) or not isinstance(request, dict):
+            continue
+        for source, target in ((item.get("max"), default), (default, request), (item.get("min"), request)):
+            for name, value in (source or {}).items() if isinstance(source, dict) else ():
+                target.setdefault(name, value)
+        for key in ("default", "defaultRequest"):
+            if not item[key]:
+                del item[key]
+
+
 DEFAULTERS: dict[str, Defaulter] = {
+    "limitranges": default_limit_range,
     "pods": default_pod,
     "deployments": default_deployment,
     "replicasets": default_replica_set,

@@ -42,3 +42,20 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if suffix in _DECIMAL:
         return base * _DECIMAL[suffix]
     return base * (Decimal(10) ** int(suffix[1:]))
+
+
+def format_quantity(value: Decimal, binary: bool = False) -> str:
+    """A quantity as Kubernetes writes a computed one: whole numbers plain
+    (binary suffixes for byte counts that divide evenly: "256Mi"), fractions
+    in milli- or nano-units ("1500m")."""
+    if value == value.to_integral_value():
+        whole = int(value)
+        if binary and whole:
+            for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+                if whole % _BINARY[suffix] == 0:
+                    return f"{whole // _BINARY[suffix]}{suffix}"
+        return str(whole)
+    milli = value * 1000
+    if milli == milli.to_integral_value():
+        return f"{int(milli)}m"
+    return f"{int((value * 10**9).to_integral_value())}n"

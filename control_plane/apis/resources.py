@@ -24,6 +24,9 @@ class Resource:
     verbs: tuple[str, ...] = tuple(VERBS)
     # Not stored: computed on read (componentstatuses).
     virtual: bool = False
+    # Not stored: a create is a question answered in its response
+    # (SelfSubjectAccessReview, TokenReview, ...).
+    review: bool = False
     # Spec changes bump metadata.generation (objects with a spec).
     has_spec: bool = True
     status_subresource: bool = field(default=False)
@@ -81,7 +84,9 @@ RESOURCES: tuple[Resource, ...] = (
     _r("", "v1", "Endpoints", "endpoints", True, ("ep",), has_spec=False),
     _r("", "v1", "ConfigMap", "configmaps", True, ("cm",), has_spec=False),
     _r("", "v1", "Secret", "secrets", True, has_spec=False),
-    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), has_spec=False),
+    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), sub=("token",), has_spec=False),
+    _r("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), sub=("status",)),
+    _r("", "v1", "LimitRange", "limitranges", True, ("limits",)),
     _r("", "v1", "Event", "events", True, ("ev",), has_spec=False),
     _r(
         "",
@@ -105,6 +110,17 @@ RESOURCES: tuple[Resource, ...] = (
     _r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True, has_spec=False),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, has_spec=False),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, has_spec=False),
+    *(
+        _r(group, "v1", kind, plural, namespaced, verbs=("create",), review=True, has_spec=False)
+        for group, kind, plural, namespaced in (
+            ("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False),
+            ("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False),
+            ("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", False),
+            ("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", True),
+            ("authentication.k8s.io", "TokenReview", "tokenreviews", False),
+            ("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", False),
+        )
+    ),
 )
 
 

@@ -108,3 +108,15 @@ def field_matcher(selector: str) -> Matcher:
         path, op, value = eq.groups()
         requirements.append(_field_equals(path, value, op != "!="))
     return lambda obj: all(r(obj) for r in requirements)
+
+
+def field_equalities(selector: str) -> dict[str, str]:
+    """The `path=value` requirements of a field selector (what a list is
+    limited to, for authorizers that allow only some lists); a selector
+    that does not parse has none."""
+    out: dict[str, str] = {}
+    for part in _split(selector or ""):
+        eq = _EQ.match(part)
+        if eq and eq.group(2) != "!=":
+            out[eq.group(1)] = eq.group(3)
+    return out

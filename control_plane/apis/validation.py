@@ -375,7 +375,79 @@ def validate_lease(obj: dict[str, Any], causes: list[Cause]) -> None:
         bad(causes, "spec.leaseDurationSeconds", seconds, "must be greater than 0")
 
 
+def _quantities(causes: list[Cause], path: str, values: Any) -> dict[str, Decimal]:
+    """A resource-name -> quantity map (quota hard limits, limit ranges)."""
+    out: dict[str, Decimal] = {}
+    if values is None:
+        return out
+    if not isinstance(values, dict):
+        bad(causes, path, values, "must be an object")
+        return out
+    for name, value in values.items():
+        where = f"{path}[{name}]"
+        qualified_key(causes, where, name)
+        try:
+            quantity = parse_quantity(value)
+        except ValueError as e:
+            bad(causes, where, value, str(e))
+            continue
+        if quantity < 0:
+            bad(causes, where, value, "must be greater than or equal to 0")
+        out[name] = quantity
+    return out
+
+
+def validate_resource_quota(obj: dict[str, Any], causes: list[Cause]) -> None:
+    spec = obj.get("spec") or {}
+    _quantities(causes, "spec.hard", spec.get("hard"))
+    if spec.get("scopes") or spec.get("scopeSelector"):
+        bad(causes, "spec.scopes", spec.get("scopes") or spec.get("scopeSelector"), "quota scopes are not supported")
+
+
+LIMIT_TYPES = ("Container", "Pod", "PersistentVolumeClaim")
+
+
+def validate_limit_range(obj: dict[str, Any], causes: list[Cause]) -> None:
+    limits = (obj.get("spec") or {}).get("limits")
+    if not isinstance(limits, list):
+        required(causes, "spec.limits")
+        return
+    for i, item in enumerate(limits):
+        path = f"spec.limits[{i}]"
+        if not isinstance(item, dict):
+            bad(causes, path, item, "must be an object")
+            continue
+        if item.get("type") not in LIMIT_TYPES:
+            causes.append(
+                Cause(
+                    f"{path}.type",
+                    f"Unsupported value: {item.get('type')!r}: supported values: "
+                    + ", ".join(f'"{t}"' for t in LIMIT_TYPES),
+                    "FieldValueNotSupported",
+                )
+            )
+        values = {k: _quantities(causes, f"{path}.{k}", item.get(k)) for k in ("min", "max", "default", "defaultRequest")}
+        _quantities(causes, f"{path}.maxLimitRequestRatio", item.get("maxLimitRequestRatio"))
+        if item.get("type") == "Pod" and (values["default"] or values["defaultRequest"]):
+            bad(causes, f"{path}.default", item.get("default"), "may not be specified when `type` is 'Pod'")
+        # min <= defaultRequest <= default <= max, per resource.
+        order = ("min", "defaultRequest", "default", "max")
+        for i, lower_key in enumerate(order):
+            for upper_key in order[i + 1 :]:
+                for name, lower in values[lower_key].items():
+                    upper = values[upper_key].get(name)
+                    if upper is not None and lower > upper:
+                        bad(
+                            causes,
+                            f"{path}.{lower_key}[{name}]",
+                            item[lower_key][name],
+                            f"{lower_key} value {item[lower_key][name]} is greater than {upper_key} value "
+                            f"{item[upper_key][name]}",
+                        )
+
 VALIDATORS: dict[str, Check] = {
+    "resourcequotas": validate_resource_quota,
+    "limitranges": validate_limit_range,
     "pods": validate_pod,
     "deployments": validate_workload,
     "replicasets": validate_workload,

@@ -74,7 +74,9 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
             verbs = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}.get(sub, ["create"])
             if sub == "log":
                 verbs = ["get"]
-            sub_kind = {"scale": "Scale", "binding": "Binding", "eviction": "Eviction"}.get(sub, r.kind)
+            sub_kind = {"scale": "Scale", "binding": "Binding", "eviction": "Eviction", "token": "TokenRequest"}.get(
+                sub, r.kind
+            )
             if sub in ("finalize",):
                 verbs = ["update"]
             out.append(

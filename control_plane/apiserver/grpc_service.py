@@ -6,6 +6,7 @@ trailer (control_plane.apis.grpc_errors)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +20,13 @@ from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.grpc_errors import grpc_code, trailer
 from control_plane.apis.resources import REGISTRY, Registry, Resource
+from control_plane.apiserver.access import Access
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.patch import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions, VirtualLists
+from control_plane.security.authz import Attributes
+from control_plane.security.identity import UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,18 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Resources"].full_name
 MAX_OBJECT_BYTES = 3 * 1024 * 1024  # as the REST API's body limit
 T = TypeVar("T")
 
+# The authorization verb of each call (an apply is a patch, as in Kubernetes).
+AUTHZ_VERBS = {
+    "GET": "get",
+    "LIST": "list",
+    "WATCH": "watch",
+    "CREATE": "create",
+    "UPDATE": "update",
+    "PATCH": "patch",
+    "APPLY": "patch",
+    "DELETE": "delete",
+    "DELETECOLLECTION": "deletecollection",
+}
 PATCH_TYPES = {
     pb.PATCH_TYPE_MERGE: MERGE_PATCH,
     pb.PATCH_TYPE_JSON: JSON_PATCH,
@@ -56,8 +72,10 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         metrics: ApiMetrics,
         registry: Registry = REGISTRY,
         virtual_lists: VirtualLists | None = None,
+        access: Access | None = None,
     ):
         self.service = service
+        self.access = access or Access(None)
         self.metrics = metrics
         self.registry = registry
         self.virtual_lists = virtual_lists or {}
@@ -88,17 +106,35 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         return obj
 
     async def _call(
-        self, context: grpc.aio.ServicerContext, verb: str, ref: pb.ResourceRef, fn: Callable[[], Awaitable[T]]
+        self,
+        context: grpc.aio.ServicerContext,
+        verb: str,
+        ref: pb.ResourceRef,
+        fn: Callable[[UserInfo], Awaitable[T]],
+        field_selector: str = "",
+        body: bytes = b"",
     ) -> T:
+        """Authenticate, authorize and audit a call, run it, count it."""
         started = time.perf_counter()
         label = ref.resource + (f"/{ref.subresource}" if ref.subresource else "")
         code = 500
+        audit = None
+        status: dict[str, Any] | None = None
+        result: Any = None
         try:
-            result = await fn()
+            user = await self.access.authenticate(self.access.grpc_credentials(context))
+            attrs = self._attributes(user, verb, ref, field_selector)
+            audit = self.access.begin_audit(attrs, _request_uri(ref), [_peer_ip(context)], _agent(context, full=True))
+            if audit is not None and body and audit.level in ("Request", "RequestResponse"):
+                with contextlib.suppress(*codec.DecodeError):
+                    audit.request_object = codec.loads(body)
+            self.access.authorize(attrs, audit)
+            result = await fn(user)
             code = 201 if verb == "CREATE" else 200
             return result
         except ApiError as e:
             code = e.code
+            status = e.status()
             await _abort(context, e)
             raise  # abort raises
         except asyncio.CancelledError:
@@ -110,13 +146,33 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             raise
         finally:
             self.metrics.observe(verb, label, code, time.perf_counter() - started)
+            if audit is not None:
+                response = None
+                payload = getattr(result, "object", None)
+                if audit.level == "RequestResponse" and isinstance(payload, bytes) and payload:
+                    with contextlib.suppress(*codec.DecodeError):
+                        response = codec.loads(payload)
+                self.access.finish_audit(audit, code, response, status)
+
+    def _attributes(self, user: UserInfo, verb: str, ref: pb.ResourceRef, field_selector: str = "") -> Attributes:
+        return Attributes(
+            user,
+            AUTHZ_VERBS.get(verb, verb.lower()),
+            api_group=ref.group,
+            api_version=ref.version or "v1",
+            resource=ref.resource,
+            subresource=ref.subresource,
+            namespace=ref.namespace,
+            name=ref.name,
+            field_selector=field_selector,
+        )
 
     # -- methods ---------------------------------------------------------------------------
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.ObjectResponse:
         ref = request.ref
 
-        async def get() -> pb.ObjectResponse:
+        async def get(user: UserInfo) -> pb.ObjectResponse:
             r = self._resource(ref)
             if ref.subresource == "scale":
                 return pb.ObjectResponse(
@@ -128,7 +184,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         return await self._call(context, "GET", ref, get)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
-        async def list_() -> pb.ListResponse:
+        async def list_(user: UserInfo) -> pb.ListResponse:
             r = self._resource(request.ref)
             if r.virtual:
                 items = await self.virtual_lists[r.plural]()
@@ -138,46 +194,55 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
                 resource_version=str(raw.revision), items=raw.items, **{"continue": raw.continue_token}
             )
 
-        return await self._call(context, "LIST", request.ref, list_)
+        return await self._call(context, "LIST", request.ref, list_, request.field_selector)
 
     async def Create(self, request: pb.CreateRequest, context: grpc.aio.ServicerContext) -> pb.ObjectResponse:
         ref = request.ref
 
-        async def create() -> pb.ObjectResponse:
+        async def create(user: UserInfo) -> pb.ObjectResponse:
             r = self._resource(ref)
             body = self._object(request.object)
             if ref.subresource == "binding":
-                return pb.ObjectResponse(object=dumps(await self.service.bind(r, ref.namespace, ref.name, body)))
+                bound = await self.service.bind(r, ref.namespace, ref.name, body, user=user)
+                return pb.ObjectResponse(object=dumps(bound))
             if ref.subresource == "eviction":
                 opts = _delete_options_from_json(body.get("deleteOptions") or {})
-                return pb.ObjectResponse(object=dumps(await self.service.evict(r, ref.namespace, ref.name, opts)))
+                evicted = await self.service.evict(r, ref.namespace, ref.name, opts, user=user)
+                return pb.ObjectResponse(object=dumps(evicted))
+            if ref.subresource == "token":
+                token = await self.service.create_token(ref.namespace, ref.name, body, request.dry_run)
+                return pb.ObjectResponse(object=dumps(token))
             manager = Manager(request.field_manager or _agent(context))
-            obj = await self.service.create(r, ref.namespace, body, request.dry_run, manager)
+            obj = await self.service.create(r, ref.namespace, body, request.dry_run, manager, user=user)
             return pb.ObjectResponse(object=dumps(obj))
 
-        return await self._call(context, "CREATE", ref, create)
+        return await self._call(context, "CREATE", ref, create, body=request.object)
 
     async def Update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext) -> pb.ObjectResponse:
         ref = request.ref
 
-        async def update() -> pb.ObjectResponse:
+        async def update(user: UserInfo) -> pb.ObjectResponse:
             r = self._resource(ref)
             body = self._object(request.object)
             manager_name = request.field_manager or _agent(context)
             if ref.subresource == "scale":
-                scale = await self.service.update_scale(r, ref.namespace, ref.name, body, request.dry_run, manager_name)
+                scale = await self.service.update_scale(
+                    r, ref.namespace, ref.name, body, request.dry_run, manager_name, user=user
+                )
                 return pb.ObjectResponse(object=dumps(scale))
             manager = Manager(manager_name, "Update", ref.subresource)
-            obj = await self.service.update(r, ref.namespace, ref.name, body, ref.subresource, request.dry_run, manager)
+            obj = await self.service.update(
+                r, ref.namespace, ref.name, body, ref.subresource, request.dry_run, manager, user=user
+            )
             return pb.ObjectResponse(object=dumps(obj))
 
-        return await self._call(context, "UPDATE", ref, update)
+        return await self._call(context, "UPDATE", ref, update, body=request.object)
 
     async def Patch(self, request: pb.PatchRequest, context: grpc.aio.ServicerContext) -> pb.ObjectResponse:
         ref = request.ref
         apply = request.type == pb.PATCH_TYPE_APPLY
 
-        async def patch() -> pb.ObjectResponse:
+        async def patch(user: UserInfo) -> pb.ObjectResponse:
             r = self._resource(ref)
             patch_type = PATCH_TYPES.get(request.type)
             if patch_type is None:
@@ -185,18 +250,27 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             body = self._object(request.patch, allow_list=request.type == pb.PATCH_TYPE_JSON, yaml_ok=apply)
             manager = request.field_manager if apply else request.field_manager or _agent(context)
             obj = await self.service.patch(
-                r, ref.namespace, ref.name, patch_type, body, ref.subresource, request.dry_run, manager, request.force
+                r,
+                ref.namespace,
+                ref.name,
+                patch_type,
+                body,
+                ref.subresource,
+                request.dry_run,
+                manager,
+                request.force,
+                user=user,
             )
             return pb.ObjectResponse(object=dumps(obj))
 
-        return await self._call(context, "APPLY" if apply else "PATCH", ref, patch)
+        return await self._call(context, "APPLY" if apply else "PATCH", ref, patch, body=request.patch)
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.ObjectResponse:
         ref = request.ref
 
-        async def delete() -> pb.ObjectResponse:
+        async def delete(user: UserInfo) -> pb.ObjectResponse:
             r = self._resource(ref)
-            result = await self.service.delete(r, ref.namespace, ref.name, _delete_options(request.options))
+            result = await self.service.delete(r, ref.namespace, ref.name, _delete_options(request.options), user=user)
             return pb.ObjectResponse(object=dumps(result))
 
         return await self._call(context, "DELETE", ref, delete)
@@ -206,23 +280,28 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
     ) -> pb.ListResponse:
         selection = request.selection
 
-        async def delete_collection() -> pb.ListResponse:
+        async def delete_collection(user: UserInfo) -> pb.ListResponse:
             r = self._resource(selection.ref)
             listed = await self.service.delete_collection(
-                r, selection.ref.namespace, _list_options(selection), _delete_options(request.options)
+                r, selection.ref.namespace, _list_options(selection), _delete_options(request.options), user=user
             )
             return pb.ListResponse(
                 resource_version=listed["metadata"]["resourceVersion"], items=[dumps(i) for i in listed["items"]]
             )
 
-        return await self._call(context, "DELETECOLLECTION", selection.ref, delete_collection)
+        return await self._call(context, "DELETECOLLECTION", selection.ref, delete_collection, selection.field_selector)
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:
         ref = request.ref
         started = time.perf_counter()
         label = ref.resource
         code = 200
+        audit = None
         try:
+            user = await self.access.authenticate(self.access.grpc_credentials(context))
+            attrs = self._attributes(user, "WATCH", ref, request.field_selector)
+            audit = self.access.begin_audit(attrs, _request_uri(ref, watch=True), [_peer_ip(context)], _agent(context, True))
+            self.access.authorize(attrs, audit)
             r = self._resource(ref)
             opts = ListOptions(
                 label_selector=request.label_selector,
@@ -232,10 +311,13 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             self.service.check_list_options(opts)
         except ApiError as e:
             self.metrics.observe("WATCH", label, e.code, time.perf_counter() - started)
+            self.access.finish_audit(audit, e.code, None, e.status())
             await _abort(context, e)
             return
         watchers = self.metrics.watchers.labels(r.plural)
         watchers.inc()
+        if self.access.auditor is not None:
+            self.access.auditor.started(audit)
         try:
             async with asyncio.timeout(request.timeout_seconds or None):
                 events = self.service.watch(r, ref.namespace, opts, request.allow_bookmarks, ref.name)
@@ -250,6 +332,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         finally:
             watchers.dec()
             self.metrics.observe("WATCH", label, code, time.perf_counter() - started)
+            self.access.finish_audit(audit, code)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
@@ -257,12 +340,36 @@ async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
     await context.abort(grpc_code(error), error.message)
 
 
-def _agent(context: grpc.aio.ServicerContext) -> str:
-    """The caller's name from its user agent, when it names no fieldManager."""
+def _agent(context: grpc.aio.ServicerContext, full: bool = False) -> str:
+    """The caller's user agent, or its name alone (for a fieldManager)."""
     for key, value in context.invocation_metadata() or ():
         if key == "user-agent":
+            if full:
+                return str(value)
             return str(value).split("/", 1)[0].split(" ", 1)[0][:128] or "unknown"
     return "unknown"
+
+
+def _peer_ip(context: grpc.aio.ServicerContext) -> str:
+    """ipv4:127.0.0.1:5555 -> 127.0.0.1"""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]").replace("%5B", "").replace("%5D", "")
+    return rest.rpartition(":")[0] if kind == "ipv4" else peer
+
+
+def _request_uri(ref: pb.ResourceRef, watch: bool = False) -> str:
+    """The REST path of what a gRPC call names, for the audit log."""
+    parts = ["/api", ref.version or "v1"] if not ref.group else ["/apis", ref.group, ref.version or "v1"]
+    if ref.namespace:
+        parts += ["namespaces", ref.namespace]
+    parts.append(ref.resource)
+    if ref.name:
+        parts.append(ref.name)
+    if ref.subresource:
+        parts.append(ref.subresource)
+    return "/".join(parts) + ("?watch=true" if watch else "")
 
 
 def _list_options(request: pb.ListRequest) -> ListOptions:

@@ -263,6 +263,49 @@ S: dict[str, Schema] = {
     "ClusterRoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "[]Subject"), 3: ("roleRef", "RoleRef")},
     "Subject": {1: ("kind", "string"), 2: ("apiGroup", "string"), 3: ("name", "string"), 4: ("namespace", "string")},
     "RoleRef": {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")},
+    # authorization/v1 (kubectl auth can-i)
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec")},
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes"),
+        2: ("nonResourceAttributes", "NonResourceAttributes"),
+    },
+    "ResourceAttributes": {
+        1: ("namespace", "string"),
+        2: ("verb", "string"),
+        3: ("group", "string"),
+        4: ("version", "string"),
+        5: ("resource", "string"),
+        6: ("subresource", "string"),
+        7: ("name", "string"),
+        8: ("fieldSelector", "FieldSelectorAttributes"),
+    },
+    "FieldSelectorAttributes": {1: ("rawSelector", "string")},
+    "NonResourceAttributes": {1: ("path", "string"), 2: ("verb", "string")},
+    "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectRulesReviewSpec")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "string")},
+    "SubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SubjectAccessReviewSpec")},
+    "LocalSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SubjectAccessReviewSpec")},
+    "SubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes"),
+        2: ("nonResourceAttributes", "NonResourceAttributes"),
+        3: ("user", "string"),
+        4: ("groups", "[]string"),
+        6: ("uid", "string"),
+    },
+    # authentication/v1 (kubectl auth whoami, kubectl create token)
+    "SelfSubjectReview": {1: ("metadata", "ObjectMeta")},
+    "TokenReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenReviewSpec")},
+    "TokenReviewSpec": {1: ("token", "string"), 2: ("audiences", "[]string")},
+    "TokenRequest": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenRequestSpec")},
+    "TokenRequestSpec": {
+        1: ("audiences", "[]string"),
+        3: ("boundObjectRef", "BoundObjectReference"),
+        4: ("expirationSeconds", "int64"),
+    },
+    "BoundObjectReference": {1: ("kind", "string"), 2: ("apiVersion", "string"), 3: ("name", "string"), 4: ("uid", "string")},
+    # core/v1 quotas and limits
+    "ResourceQuota": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ResourceQuotaSpec")},
+    "ResourceQuotaSpec": {1: ("hard", "map:quantity")},
 }
 
 # Fields that are pointers in the Go types: present on the wire only when
@@ -302,6 +345,7 @@ POINTERS = {
     ("ConfigMap", "immutable"),
     ("Secret", "immutable"),
     ("ServiceAccount", "automountServiceAccountToken"),
+    ("TokenRequestSpec", "expirationSeconds"),
 }
 # Non-pointer fields that JSON writes even when zero (no omitempty).
 ALWAYS = {("ContainerPort", "containerPort"), ("ServicePort", "port"), ("Container", "name"), ("EnvVar", "name")}
@@ -320,6 +364,14 @@ TOP_LEVEL = {
     "ClusterRole",
     "RoleBinding",
     "ClusterRoleBinding",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "SubjectAccessReview",
+    "LocalSubjectAccessReview",
+    "SelfSubjectReview",
+    "TokenReview",
+    "TokenRequest",
+    "ResourceQuota",
 }
 
 

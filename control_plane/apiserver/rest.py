@@ -19,10 +19,13 @@ from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
+from control_plane.apiserver.access import Access, certificate_identity, request_attributes
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.patch import APPLY_PATCH
 from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions, VirtualLists
+from control_plane.security.authn import Credentials
+from control_plane.security.identity import UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,11 @@ class RestApi:
         registry: Registry = REGISTRY,
         readiness: Callable[[], Awaitable[list[tuple[str, bool, str]]]] | None = None,
         virtual_lists: VirtualLists | None = None,
+        access: Access | None = None,
     ):
         self.service = service
+        # None: --insecure (no authentication; everyone is a cluster admin).
+        self.access = access or Access(None)
         self.metrics = metrics
         self.registry = registry
         self.server_address = server_address
@@ -90,27 +96,51 @@ class RestApi:
         # set as soon as the path is understood, so its errors count there.
         info = RequestInfo("get" if request.method in ("GET", "HEAD") else request.method.lower(), "")
         code = 500
+        audit = None
+        response: web.StreamResponse | None = None
+        status: dict[str, Any] | None = None
         try:
-            response = await self._dispatch(request, info)
+            transport = request.transport
+            peer = transport.get_extra_info("peercert") if transport is not None else None
+            user = await self.access.authenticate(
+                Credentials(certificate_identity(peer), request.headers.get("Authorization", ""))
+            )
+            attrs = request_attributes(request.method, request.path, request.query, user)
+            audit = self.access.begin_audit(
+                attrs, request.path_qs, [request.remote or ""], request.headers.get("User-Agent", "")
+            )
+            request["audit"] = audit
+            self.access.authorize(attrs, audit)
+            response = await self._dispatch(request, info, user)
             code = response.status
             return response
         except ApiError as e:
             code = e.code
-            response = _json(e.status(), e.code)
+            status = e.status()
+            response = _json(status, e.code)
             if e.details.get("retryAfterSeconds"):
                 response.headers["Retry-After"] = str(e.details["retryAfterSeconds"])
+            if e.code == 401:
+                response.headers["WWW-Authenticate"] = 'Basic realm="kubernetes-master"'
             return response
         except asyncio.CancelledError:
             code = 499
             raise
         except Exception as e:  # an unexpected failure is a 500 with a Status body
             log.exception("request %s %s failed", request.method, request.path)
-            err = errors.internal(f"internal error: {e!r}")
-            return _json(err.status(), 500)
+            status = errors.internal(f"internal error: {e!r}").status()
+            response = _json(status, 500)
+            return response
         finally:
             self.metrics.observe(info.verb.upper(), info.resource, code, time.perf_counter() - started)
+            if audit is not None:
+                body = None
+                if audit.level == "RequestResponse" and isinstance(response, web.Response) and response.body:
+                    with contextlib.suppress(*codec.DecodeError, TypeError):
+                        body = codec.loads(bytes(response.body))  # type: ignore[arg-type]
+                self.access.finish_audit(audit, code, body, status)
 
-    async def _dispatch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+    async def _dispatch(self, request: web.Request, info: RequestInfo, user: UserInfo) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         method = request.method
         if not parts:
@@ -170,7 +200,7 @@ class RestApi:
             raise errors.method_not_allowed(
                 f"the server does not allow this method on the requested resource ({method})"
             )
-        return await handler(request, target)
+        return await handler(request, target, user)
 
     def _target(self, parts: list[str]) -> Target:
         if parts[0] == "api" and len(parts) >= 3:
@@ -195,7 +225,7 @@ class RestApi:
 
     # -- verbs ------------------------------------------------------------------------
 
-    async def _get(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _get(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         q = request.query
         if _flag(q.get("watch")):
             return await self._watch(request, t)
@@ -229,27 +259,33 @@ class RestApi:
         body = head + b",".join(raw.items) + b"]}"
         return web.Response(body=body, content_type=JSON)
 
-    async def _post(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _post(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         body = await _body(request)
         dry_run = _dry_run(request)
         if t.subresource == "binding":
-            return _json(await self.service.bind(t.resource, t.namespace, t.name, body), 201)
+            return _json(await self.service.bind(t.resource, t.namespace, t.name, body, user=user), 201)
         if t.subresource == "eviction":
             opts = _delete_options_from(body.get("deleteOptions") or {}, request)
-            return _json(await self.service.evict(t.resource, t.namespace, t.name, opts), 201)
+            return _json(await self.service.evict(t.resource, t.namespace, t.name, opts, user=user), 201)
+        if t.subresource == "token":
+            return _json(await self.service.create_token(t.namespace, t.name, body, dry_run), 201)
         if t.name:
             raise errors.method_not_allowed("POST is for creating objects in a collection")
         namespace = t.namespace or _body_namespace(body)
-        obj = await self.service.create(t.resource, namespace, body, dry_run, Manager(_field_manager(request)))
+        obj = await self.service.create(
+            t.resource, namespace, body, dry_run, Manager(_field_manager(request)), user=user
+        )
         return _json(obj, 201)
 
-    async def _put(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _put(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         if not t.name:
             raise errors.method_not_allowed("PUT needs an object name")
         body = await _body(request)
         manager = _field_manager(request)
         if t.subresource == "scale":
-            scale = await self.service.update_scale(t.resource, t.namespace, t.name, body, _dry_run(request), manager)
+            scale = await self.service.update_scale(
+                t.resource, t.namespace, t.name, body, _dry_run(request), manager, user=user
+            )
             return _json(scale)
         obj = await self.service.update(
             t.resource,
@@ -259,10 +295,11 @@ class RestApi:
             t.subresource,
             _dry_run(request),
             Manager(manager, "Update", t.subresource),
+            user=user,
         )
         return _json(obj)
 
-    async def _patch(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _patch(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         if not t.name:
             raise errors.method_not_allowed("PATCH needs an object name")
         content_type = request.headers.get("Content-Type", "")
@@ -278,10 +315,11 @@ class RestApi:
             _dry_run(request),
             request.query.get("fieldManager", "") if apply else _field_manager(request),
             _flag(request.query.get("force")),
+            user=user,
         )
         return _json(obj)
 
-    async def _delete(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _delete(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         text = await request.text()
         body: dict[str, Any] = {}
         if text.strip():
@@ -291,9 +329,11 @@ class RestApi:
             body = parsed
         opts = _delete_options_from(body, request)
         if not t.name:
-            listed = await self.service.delete_collection(t.resource, t.namespace, _list_options(request.query), opts)
+            listed = await self.service.delete_collection(
+                t.resource, t.namespace, _list_options(request.query), opts, user=user
+            )
             return _json(listed)
-        result = await self.service.delete(t.resource, t.namespace, t.name, opts)
+        result = await self.service.delete(t.resource, t.namespace, t.name, opts, user=user)
         return _json(result)
 
     # -- watch ------------------------------------------------------------------------
@@ -310,6 +350,8 @@ class RestApi:
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if self.access.auditor is not None:
+            self.access.auditor.started(request.get("audit"))
         watchers = self.metrics.watchers.labels(t.resource.plural)
         watchers.inc()
         as_table = _wants_table(request.headers.get("Accept", ""))
@@ -422,7 +464,10 @@ async def _body(request: web.Request, allow_list: bool = False) -> dict[str, Any
     content_type = request.headers.get("Content-Type", JSON)
     kind = content_type.split(";")[0].strip()
     if kind == k8s_protobuf.CONTENT_TYPE:
-        return k8s_protobuf.decode(await _read(request))
+        decoded = k8s_protobuf.decode(await _read(request))
+        if request.get("audit") is not None:
+            request["audit"].request_object = decoded
+        return decoded
     known = (
         JSON,
         "application/yaml",
@@ -436,6 +481,9 @@ async def _body(request: web.Request, allow_list: bool = False) -> dict[str, Any
     if kind not in known:
         raise errors.unsupported_media_type(content_type)
     body = _parse((await _read(request)).decode("utf-8", errors="replace"), content_type)
+    audit = request.get("audit")
+    if audit is not None:
+        audit.request_object = body
     if isinstance(body, list) and allow_list:
         return body  # type: ignore[return-value]
     if not isinstance(body, dict):

@@ -15,16 +15,19 @@ reads serve this master's applied state at once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
+import random
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.apis import codec, errors
 from control_plane.apis.defaults import apply_defaults
@@ -33,13 +36,23 @@ from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apis.selectors import field_matcher, label_matcher
 from control_plane.apis.validation import validate
 from control_plane.apiserver import allocators, managed_fields
+from control_plane.apiserver.admission import CREATE, DELETE, UPDATE, AdmissionRequest, Chain
+from control_plane.apiserver.admission.chain import standard_chain
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
+from control_plane.apiserver.object_keys import object_key, object_prefix
 from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
+from control_plane.security import bootstrap_policy
+from control_plane.security.identity import SYSTEM_USER, UserInfo
+from control_plane.security.service_account_tokens import AUDIENCE, MAX_SECONDS, MIN_SECONDS, ServiceAccountTokens
 from ha.errors import CommandFailed, ErrorCode, NotCommitted, OutcomeUnknown
 from ha.keys import prefix_end
 from ha.store import Store
 from ha.storepb import kv_pb2
+
+if TYPE_CHECKING:
+    from control_plane.apiserver.admission.resource_quota import ResourceQuota
+    from control_plane.apiserver.reviews import Reviews
 
 Object = dict[str, Any]
 # Resources computed on read (componentstatuses): plural -> lister.
@@ -48,6 +61,20 @@ log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no 0/1/3
+# A write whose transaction lost only a race for an allocation or a quota
+# charge (not for the object itself) is evaluated again, this many times.
+WRITE_ATTEMPTS = 100
+
+
+async def _backoff(attempt: int) -> None:
+    """A short random pause before evaluating a write again, so writers
+    racing for one quota on several masters spread out."""
+    if attempt:
+        await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+
+
+def _no_cache(name: str) -> Object | None:
+    return None
 
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
@@ -117,22 +144,23 @@ class ApiService:
         # client), as kube-apiserver's namespace lifecycle admission reads
         # them; None reads the store each time.
         self.namespace_cache: Callable[[str], Object | None] | None = None
+        # Answers to SelfSubjectAccessReviews and the like (reviews.py), and
+        # the service-account token signer: set by the master that has them.
+        self.reviews: Reviews | None = None
+        self.tokens: ServiceAccountTokens | None = None
+        self.admission: Chain
+        self.quota: ResourceQuota
+        self.admission, self.quota = standard_chain(
+            self, self._store_txn, self.encode, lambda name: (self.namespace_cache or _no_cache)(name)
+        )
 
     def now(self) -> str:
         return now_rfc3339(self.clock)
 
     # -- keys and encoding -----------------------------------------------------
 
-    @staticmethod
-    def key(resource: Resource, namespace: str, name: str) -> bytes:
-        ns = f"{namespace}/" if resource.namespaced else ""
-        return f"{resource.storage_prefix()}{ns}{name}".encode()
-
-    @staticmethod
-    def prefix(resource: Resource, namespace: str) -> bytes:
-        if resource.namespaced and namespace:
-            return f"{resource.storage_prefix()}{namespace}/".encode()
-        return resource.storage_prefix().encode()
+    key = staticmethod(object_key)
+    prefix = staticmethod(object_prefix)
 
     @staticmethod
     def decode(kv: kv_pb2.KeyValue) -> Object:
@@ -178,6 +206,25 @@ class ApiService:
         resp = await self._call(self.store.range(req), "get")
         return resp.kvs[0] if resp.kvs else None
 
+    async def _store_txn(self, txn: kv_pb2.TxnRequest) -> kv_pb2.TxnResponse:
+        resp: kv_pb2.TxnResponse = await self._call(self.store.txn(txn), "update")
+        return resp
+
+    # -- reads for admission (admission.Reader) ----------------------------------
+
+    async def read(self, resource: Resource, namespace: str, name: str) -> Object | None:
+        """An object as this master has applied it (None: there is none)."""
+        kv = await self._range_one(self.key(resource, namespace, name), "0")
+        return self.decode(kv) if kv is not None else None
+
+    async def read_all(self, resource: Resource, namespace: str, revision: int = 0) -> tuple[int, list[Object]]:
+        """Every object of a resource in a namespace, as this master has
+        applied them (or at a past revision), and the revision."""
+        prefix = self.prefix(resource, namespace)
+        req = kv_pb2.RangeRequest(key=prefix, range_end=prefix_end(prefix), revision=revision, serializable=True)
+        resp = await self._call(self.store.range(req), "list")
+        return resp.header.revision, [self.decode(kv) for kv in resp.kvs]
+
     # -- checks ------------------------------------------------------------------
 
     def _check(self, resource: Resource, obj: Object, name: str) -> None:
@@ -197,27 +244,6 @@ class ApiService:
         causes = await allocators.allocate(obj["spec"], old_spec, taken)
         if causes:
             raise errors.invalid(resource.kind, (obj.get("metadata") or {}).get("name", ""), causes, resource.group)
-
-    async def _require_namespace(self, resource: Resource, namespace: str, creating: bool) -> None:
-        if not resource.namespaced:
-            return
-        if not namespace:
-            raise errors.bad_request("the namespace of the object must be given")
-        ns = self.namespace_cache(namespace) if self.namespace_cache else None
-        if ns is None:  # not cached (yet: it may have been created a moment ago)
-            ns_resource = self.registry.lookup("", "v1", "namespaces")
-            assert ns_resource is not None
-            kv = await self._range_one(self.key(ns_resource, "", namespace), "0")
-            if kv is None:
-                raise errors.not_found("", "namespaces", namespace)
-            ns = self.decode(kv)
-        if creating and (ns.get("metadata") or {}).get("deletionTimestamp"):
-            raise ApiError(
-                403,
-                "Forbidden",
-                f'{resource.plural} "{namespace}" is forbidden: unable to create new content in namespace '
-                f"{namespace} because it is being terminated",
-            )
 
     def _check_body_identity(self, resource: Resource, obj: Object, namespace: str, name: str | None) -> None:
         kind = obj.get("kind")
@@ -244,12 +270,24 @@ class ApiService:
     # -- create -----------------------------------------------------------------
 
     async def create(
-        self, resource: Resource, namespace: str, obj: Object, dry_run: bool = False, manager: Manager | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        obj: Object,
+        dry_run: bool = False,
+        manager: Manager | None = None,
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         if resource.virtual:
             raise errors.method_not_allowed(f"{resource.plural} cannot be created")
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
+        if resource.review:
+            if self.reviews is None:
+                raise errors.method_not_allowed(f"{resource.plural} are not served by this API server")
+            self._check_body_identity(resource, obj, namespace, None)
+            return await self.reviews.create(resource, namespace, obj, user)
         self._check_body_identity(resource, obj, namespace, None)
         obj = codec.clone(obj)
         meta = obj["metadata"]
@@ -270,10 +308,12 @@ class ApiService:
         if manager is not None and manager.operation == "Apply":
             meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, self.now())
         apply_defaults(resource.plural, obj)
+        review = AdmissionRequest(CREATE, resource, namespace, str(meta.get("name") or ""), obj, None, user, "", dry_run)
+        await self.admission.admit(review)
+        apply_defaults(resource.plural, obj)  # again: admission may have added what has defaults
         if manager is not None and manager.operation != "Apply":
             meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, self.now())
         self._check(resource, obj, meta.get("name", ""))
-        await self._require_namespace(resource, namespace, creating=True)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = self.now()
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
@@ -282,25 +322,40 @@ class ApiService:
             meta["generation"] = 1
         key = self.key(resource, namespace, meta["name"])
         as_sent = codec.clone(obj.get("spec")) if resource.plural == "services" else None
-        for _ in range(5):
-            await self._allocate(resource, obj, None)
-            if dry_run:
-                return obj
-            compares, ops = _allocation_ops(resource, None, obj)
-            txn = kv_pb2.TxnRequest(
-                compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0), *compares],
-                success=[kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj))), *ops],
-            )
-            resp = await self._call(self.store.txn(txn), "create")
+        for attempt in range(WRITE_ATTEMPTS):
+            async with contextlib.AsyncExitStack() as held:
+                review.stack = held
+                review.reset_store_ops()
+                await self.admission.validate(review)
+                await self._allocate(resource, obj, None)
+                if dry_run:
+                    return obj
+                compares, ops = _allocation_ops(resource, None, obj)
+                compares += review.compares
+                txn = kv_pb2.TxnRequest(
+                    compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0), *compares],
+                    success=[
+                        kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj))),
+                        *ops,
+                        *review.ops,
+                    ],
+                )
+                resp = await self._call(self.store.txn(txn), "create")
             if resp.succeeded:
                 meta["resourceVersion"] = str(resp.header.revision)
                 if resource.plural == "namespaces":
                     await self._default_service_account(meta["name"])
+                if resource.plural == "resourcequotas":
+                    obj = await self.quota.recount(namespace, meta["name"]) or obj
                 return obj
             if not compares or await self._range_one(key, "0") is not None:
                 raise errors.already_exists(resource.group, resource.plural, meta["name"])
-            obj["spec"] = codec.clone(as_sent)  # another master took a value it picked: pick again
-        raise errors.conflict(resource.group, resource.plural, meta["name"], "too many concurrent allocations")
+            # Another master took an allocation this one picked, or charged a
+            # quota this write charges: evaluate again.
+            if as_sent is not None:
+                obj["spec"] = codec.clone(as_sent)
+            await _backoff(attempt)
+        raise errors.conflict(resource.group, resource.plural, meta["name"], "too many concurrent changes; try again")
 
     # -- read -------------------------------------------------------------------
 
@@ -391,6 +446,8 @@ class ApiService:
         subresource: str = "",
         dry_run: bool = False,
         manager: Manager | None = None,
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
@@ -404,7 +461,9 @@ class ApiService:
         if wanted_rv and wanted_rv != str(kv.mod_revision):
             raise errors.modified(resource.group, resource.plural, name)
         updated = self._merge_update(resource, current, codec.clone(obj), subresource)
-        return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager)
+        return await self._write(
+            resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager, user=user, subresource=subresource
+        )
 
     def _merge_update(self, resource: Resource, current: Object, new: Object, subresource: str) -> Object:
         """The object an update stores: what the client may change, over
@@ -455,10 +514,14 @@ class ApiService:
         revision: int,
         dry_run: bool = False,
         manager: Manager | None = None,
+        *,
+        user: UserInfo = SYSTEM_USER,
+        subresource: str = "",
     ) -> Object:
         """Store `updated` over `current` (read at `revision`): validation,
-        generation, field ownership, and the end of a deletion whose
-        finalizers are gone."""
+        admission, generation, field ownership, and the end of a deletion
+        whose finalizers are gone. A 409 when the object changed since
+        `revision`."""
         meta = updated.setdefault("metadata", {})
         old_meta = current.get("metadata") or {}
         self._check(resource, updated, name)
@@ -472,24 +535,40 @@ class ApiService:
                 generation += 1
             meta["generation"] = generation
         meta.pop("resourceVersion", None)
-        if dry_run:
-            meta["resourceVersion"] = str(revision)
-            return updated
         key = self.key(resource, namespace, name)
-        finished = meta.get("deletionTimestamp") and not meta.get("finalizers") and not _held(resource, updated)
-        guard = [kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=revision)]
-        if finished:
-            op = kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))
-        else:
-            await self._allocate(resource, updated, current)
-            op = kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(updated)))
-        compares, ops = _allocation_ops(resource, current, None if finished else updated)
-        txn = kv_pb2.TxnRequest(compare=[*guard, *compares], success=[op, *ops])
-        resp = await self._call(self.store.txn(txn), "update")
-        if not resp.succeeded:
-            raise errors.modified(resource.group, resource.plural, name)
-        meta["resourceVersion"] = str(resp.header.revision)
-        return updated
+        finished = bool(meta.get("deletionTimestamp")) and not meta.get("finalizers") and not _held(resource, updated)
+        review = AdmissionRequest(
+            DELETE if finished else UPDATE, resource, namespace, name, updated, current, user, subresource, dry_run
+        )
+        for attempt in range(WRITE_ATTEMPTS):
+            async with contextlib.AsyncExitStack() as held:
+                review.stack = held
+                review.reset_store_ops()
+                await self.admission.validate(review)
+                if dry_run:
+                    meta["resourceVersion"] = str(revision)
+                    return updated
+                guard = [kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=revision)]
+                if finished:
+                    op = kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key))
+                else:
+                    await self._allocate(resource, updated, current)
+                    op = kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(updated)))
+                compares, ops = _allocation_ops(resource, current, None if finished else updated)
+                txn = kv_pb2.TxnRequest(
+                    compare=[*guard, *compares, *review.compares], success=[op, *ops, *review.ops]
+                )
+                resp = await self._call(self.store.txn(txn), "update")
+            if resp.succeeded:
+                meta["resourceVersion"] = str(resp.header.revision)
+                if resource.plural == "resourcequotas" and not finished:
+                    return await self.quota.recount(namespace, name) or updated
+                return updated
+            now = await self._range_one(key, "0")
+            if now is None or now.mod_revision != revision or not (compares or review.compares):
+                raise errors.modified(resource.group, resource.plural, name)
+            await _backoff(attempt)  # only a quota or an allocation raced: again
+        raise errors.conflict(resource.group, resource.plural, name, "too many concurrent changes; try again")
 
     async def guaranteed_update(
         self,
@@ -501,6 +580,8 @@ class ApiService:
         dry_run: bool = False,
         attempts: int = 5,
         manager: Manager | None = None,
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         """Read, mutate, write; on a concurrent change, again (patches)."""
         for attempt in range(attempts):
@@ -516,7 +597,18 @@ class ApiService:
             self._check_body_identity(resource, wanted, namespace, name)
             updated = self._merge_update(resource, current, wanted, subresource)
             try:
-                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager)
+                return await self._write(
+                    resource,
+                    namespace,
+                    name,
+                    current,
+                    updated,
+                    kv.mod_revision,
+                    dry_run,
+                    manager,
+                    user=user,
+                    subresource=subresource,
+                )
             except ApiError as e:
                 if e.code != 409 or attempt == attempts - 1:
                     raise
@@ -535,12 +627,16 @@ class ApiService:
         dry_run: bool = False,
         field_manager: str = "",
         force: bool = False,
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         """A merge, JSON, strategic merge or apply patch (by media type)."""
         if patch_type.split(";")[0].strip() == APPLY_PATCH:
             if subresource not in ("", "status"):
                 raise errors.unsupported_media_type(patch_type)
-            return await self.apply(resource, namespace, name, patch, field_manager, force, subresource, dry_run)
+            return await self.apply(
+                resource, namespace, name, patch, field_manager, force, subresource, dry_run, user=user
+            )
         manager = Manager(field_manager, "Update", subresource) if field_manager else None
 
         def mutate(obj: Object) -> Object:
@@ -552,7 +648,9 @@ class ApiService:
             return apply_patch(patch_type, obj, patch)
 
         stored_sub = "status" if subresource == "status" else ""
-        obj = await self.guaranteed_update(resource, namespace, name, mutate, stored_sub, dry_run, manager=manager)
+        obj = await self.guaranteed_update(
+            resource, namespace, name, mutate, stored_sub, dry_run, manager=manager, user=user
+        )
         return scale_of(obj) if subresource == "scale" else obj
 
     async def apply(
@@ -565,6 +663,8 @@ class ApiService:
         force: bool = False,
         subresource: str = "",
         dry_run: bool = False,
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         """Server-side apply: create the object from `config`, or merge it
         in with field ownership (409 on another manager's fields)."""
@@ -586,7 +686,7 @@ class ApiService:
                 if subresource or wanted_rv:
                     raise errors.not_found(resource.group, resource.plural, name)
                 try:
-                    return await self.create(resource, namespace, config, dry_run, manager)
+                    return await self.create(resource, namespace, config, dry_run, manager, user=user)
                 except ApiError as e:
                     if e.reason != "AlreadyExists" or attempt == 4:
                         raise
@@ -598,7 +698,9 @@ class ApiService:
             updated = self._merge_update(resource, current, merged, subresource)
             updated["metadata"]["managedFields"] = merged["metadata"]["managedFields"]
             try:
-                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, dry_run)
+                return await self._write(
+                    resource, namespace, name, current, updated, kv.mod_revision, dry_run, user=user, subresource=subresource
+                )
             except ApiError as e:
                 if e.code != 409 or attempt == 4:
                     raise
@@ -626,6 +728,61 @@ class ApiService:
             raise errors.bad_request(f"container {container} is not valid for pod {name}")
         return container, str(spec.get("nodeName") or "")
 
+    async def create_token(self, namespace: str, name: str, request: Object, dry_run: bool = False) -> Object:
+        """serviceaccounts/token (TokenRequest): a signed token for the
+        account, bound to a pod if the request names one."""
+        if self.tokens is None:
+            raise errors.unavailable("this API server has no service-account signing key")
+        accounts = self.registry.lookup("", "v1", "serviceaccounts")
+        assert accounts is not None
+        account = await self.get(accounts, namespace, name)
+        spec = dict(request.get("spec") or {}) if isinstance(request, dict) else {}
+        seconds = spec.get("expirationSeconds", 3600)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < MIN_SECONDS:
+            raise errors.invalid(
+                "TokenRequest",
+                name,
+                [Cause("spec.expirationSeconds", f"may not specify a duration less than {MIN_SECONDS} seconds")],
+                "authentication.k8s.io",
+            )
+        seconds = min(seconds, MAX_SECONDS)
+        audiences = [str(a) for a in spec.get("audiences") or [AUDIENCE]]
+        pod: tuple[str, str] | None = None
+        node: tuple[str, str] | None = None
+        bound = spec.get("boundObjectRef")
+        if bound:
+            if not isinstance(bound, dict) or bound.get("kind") != "Pod":
+                raise errors.invalid(
+                    "TokenRequest",
+                    name,
+                    [Cause("spec.boundObjectRef.kind", "only Pod bound tokens are supported")],
+                    "authentication.k8s.io",
+                )
+            pods = self.registry.lookup("", "v1", "pods")
+            assert pods is not None
+            bound_pod = await self.get(pods, namespace, str(bound.get("name") or ""))
+            pod_meta, pod_spec = bound_pod["metadata"], bound_pod.get("spec") or {}
+            if bound.get("uid") and bound["uid"] != pod_meta.get("uid"):
+                raise errors.conflict("", "pods", pod_meta["name"], "the uid in boundObjectRef does not match the pod's")
+            if (pod_spec.get("serviceAccountName") or "default") != name:
+                raise errors.bad_request(f"pod {pod_meta['name']} does not run as service account {name}")
+            pod = (pod_meta["name"], pod_meta["uid"])
+            if pod_spec.get("nodeName"):
+                node = (pod_spec["nodeName"], "")
+            spec["boundObjectRef"] = {**bound, "uid": pod_meta["uid"]}
+        spec["expirationSeconds"], spec["audiences"] = seconds, audiences
+        issued = self.tokens.issue(namespace, name, account["metadata"]["uid"], seconds, audiences, pod, node)
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+            "spec": spec,
+            "status": {
+                "token": "" if dry_run else issued.token,
+                "expirationTimestamp": now_rfc3339(lambda: float(issued.expires_at)),
+            },
+        }
+
     async def get_scale(self, resource: Resource, namespace: str, name: str, resource_version: str = "") -> Object:
         return scale_of(await self.get(resource, namespace, name, resource_version))
 
@@ -637,6 +794,8 @@ class ApiService:
         scale: Object,
         dry_run: bool = False,
         field_manager: str = "",
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
@@ -651,11 +810,20 @@ class ApiService:
 
         manager = Manager(field_manager, "Update", "scale") if field_manager else None
         obj = await self.guaranteed_update(
-            resource, namespace, name, set_replicas, dry_run=dry_run, attempts=1 if wanted_rv else 5, manager=manager
+            resource,
+            namespace,
+            name,
+            set_replicas,
+            dry_run=dry_run,
+            attempts=1 if wanted_rv else 5,
+            manager=manager,
+            user=user,
         )
         return scale_of(obj)
 
-    async def bind(self, resource: Resource, namespace: str, name: str, binding: Object) -> Object:
+    async def bind(
+        self, resource: Resource, namespace: str, name: str, binding: Object, *, user: UserInfo = SYSTEM_USER
+    ) -> Object:
         """pods/binding: assign an unassigned pod to a node, once."""
         node = ((binding.get("target") or {}) if isinstance(binding, dict) else {}).get("name")
         if not node:
@@ -668,22 +836,27 @@ class ApiService:
             spec["nodeName"] = node
             return pod
 
-        await self.guaranteed_update(resource, namespace, name, assign)
+        await self.guaranteed_update(resource, namespace, name, assign, user=user)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
-    async def evict(self, resource: Resource, namespace: str, name: str, opts: DeleteOptions) -> Object:
+    async def evict(
+        self, resource: Resource, namespace: str, name: str, opts: DeleteOptions, *, user: UserInfo = SYSTEM_USER
+    ) -> Object:
         """pods/eviction: a delete that disruption budgets could refuse
         (there are none yet, so it is always allowed)."""
-        await self.delete(resource, namespace, name, opts)
+        await self.delete(resource, namespace, name, opts, user=user)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # -- delete -----------------------------------------------------------------
 
-    async def delete(self, resource: Resource, namespace: str, name: str, opts: DeleteOptions) -> Object:
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, opts: DeleteOptions, *, user: UserInfo = SYSTEM_USER
+    ) -> Object:
         if resource.virtual:
             raise errors.method_not_allowed(f"{resource.plural} cannot be deleted")
         key = self.key(resource, namespace, name)
-        for _ in range(5):
+        for attempt in range(WRITE_ATTEMPTS):
+            await _backoff(attempt)
             kv = await self._range_one(key)
             if kv is None:
                 raise errors.not_found(resource.group, resource.plural, name)
@@ -722,14 +895,25 @@ class ApiService:
             # A namespace is never deleted at once: it terminates first.
             held = resource.plural == "namespaces" and _held(resource, current)
             if not finalizers and graceful is None and not held:
-                if opts.dry_run:
-                    return _success_status(resource, name, meta.get("uid", ""))
-                _, releases = _allocation_ops(resource, current, None)
-                txn = kv_pb2.TxnRequest(
-                    compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=kv.mod_revision)],
-                    success=[kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key)), *releases],
-                )
-                resp = await self._call(self.store.txn(txn), "delete")
+                review = AdmissionRequest(DELETE, resource, namespace, name, None, current, user, "", opts.dry_run)
+                async with contextlib.AsyncExitStack() as admitted:
+                    review.stack = admitted
+                    await self.admission.validate(review)
+                    if opts.dry_run:
+                        return _success_status(resource, name, meta.get("uid", ""))
+                    _, releases = _allocation_ops(resource, current, None)
+                    txn = kv_pb2.TxnRequest(
+                        compare=[
+                            kv_pb2.Compare(key=key, target=kv_pb2.Compare.MOD, mod_revision=kv.mod_revision),
+                            *review.compares,
+                        ],
+                        success=[
+                            kv_pb2.RequestOp(request_delete_range=kv_pb2.DeleteRangeRequest(key=key)),
+                            *releases,
+                            *review.ops,
+                        ],
+                    )
+                    resp = await self._call(self.store.txn(txn), "delete")
                 if resp.succeeded:
                     return _success_status(resource, name, meta.get("uid", ""))
                 continue
@@ -748,7 +932,9 @@ class ApiService:
             if resource.plural == "namespaces":
                 updated.setdefault("status", {})["phase"] = "Terminating"
             try:
-                return await self._write(resource, namespace, name, current, updated, kv.mod_revision, opts.dry_run)
+                return await self._write(
+                    resource, namespace, name, current, updated, kv.mod_revision, opts.dry_run, user=user
+                )
             except ApiError as e:
                 if e.code != 409:
                     raise
@@ -769,13 +955,19 @@ class ApiService:
         return None if grace <= 0 else grace
 
     async def delete_collection(
-        self, resource: Resource, namespace: str, list_opts: ListOptions, opts: DeleteOptions
+        self,
+        resource: Resource,
+        namespace: str,
+        list_opts: ListOptions,
+        opts: DeleteOptions,
+        *,
+        user: UserInfo = SYSTEM_USER,
     ) -> Object:
         listed = await self.list(resource, namespace, list_opts)
         for item in listed["items"]:
             meta = item["metadata"]
             try:
-                await self.delete(resource, meta.get("namespace", ""), meta["name"], opts)
+                await self.delete(resource, meta.get("namespace", ""), meta["name"], opts, user=user)
             except ApiError as e:
                 if e.code != 404:
                     raise
@@ -893,6 +1085,36 @@ class ApiService:
         except ApiError as e:
             if e.code != 409:
                 log.warning("namespace %s: no default ServiceAccount yet: %s", namespace, e)
+
+    async def ensure_default_policy(self) -> None:
+        """The default ClusterRoles and bindings (bootstrap_policy), created
+        when missing and put back when changed while auto-update is on."""
+        group = "rbac.authorization.k8s.io"
+        for plural, defaults in (
+            ("clusterroles", bootstrap_policy.CLUSTER_ROLES),
+            ("clusterrolebindings", bootstrap_policy.CLUSTER_ROLE_BINDINGS),
+        ):
+            resource = self.registry.lookup(group, "v1", plural)
+            assert resource is not None
+            for default in defaults:
+                name = default["metadata"]["name"]
+                try:
+                    await self.create(resource, "", codec.clone(default))
+                    continue
+                except ApiError as e:
+                    if e.code != 409:
+                        raise
+                current = await self.get(resource, "", name)
+                if bootstrap_policy.needs_update(current, default):
+                    fields = ("rules",) if plural == "clusterroles" else ("roleRef", "subjects")
+
+                    def put_back(obj: Object, fields: tuple[str, ...] = fields, default: Object = default) -> Object:
+                        for f in fields:
+                            obj[f] = codec.clone(default[f])
+                        return obj
+
+                    await self.guaranteed_update(resource, "", name, put_back)
+                    log.info("put back the default %s %s", resource.kind, name)
 
     async def ensure_system_namespaces(self) -> None:
         ns = self.registry.lookup("", "v1", "namespaces")

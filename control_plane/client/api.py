@@ -28,6 +28,7 @@ from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.grpc_errors import from_rpc_error, from_status
 from control_plane.apis.resources import REGISTRY, Resource
+from control_plane.client.credentials import INSECURE, ClientCredentials
 from ha.client import never_reached_store
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ApiClient:
         timeout: float = 10.0,
         retry_for: float = 15.0,
         user_agent: str = "raftkube-client",
+        credentials: ClientCredentials = INSECURE,
     ):
         if not endpoints:
             raise ValueError("at least one master endpoint is needed")
@@ -99,6 +101,8 @@ class ApiClient:
         # How long to keep trying masters before giving up on a call.
         self.retry_for = retry_for
         self.user_agent = user_agent
+        self.credentials = credentials
+        self._grpc_credentials = credentials.grpc()
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -122,7 +126,11 @@ class ApiClient:
         channel = self._channels.get(endpoint)
         if channel is None:
             options = [*CHANNEL_OPTIONS, ("grpc.primary_user_agent", self.user_agent)]
-            channel = self._channels[endpoint] = grpc.aio.insecure_channel(endpoint, options=options)
+            if self._grpc_credentials is None:
+                channel = grpc.aio.insecure_channel(endpoint, options=options)
+            else:
+                channel = grpc.aio.secure_channel(endpoint, self._grpc_credentials, options=options)
+            self._channels[endpoint] = channel
         return resources_pb2_grpc.ResourcesStub(channel)
 
     def move_on(self, failed: str) -> None:

@@ -82,8 +82,13 @@ class Informer:
         label_selector: str = "",
         field_selector: str = "",
         resync_period: float = 0.0,
+        transform: Callable[[Object], Object] | None = None,
     ):
         self.client = client
+        # Applied to each object before it is cached (client-go's
+        # SetTransform): keep only what the cache's readers need. It must
+        # keep metadata's name, namespace and resourceVersion.
+        self.transform = transform
         self.resource = r
         self.namespace = namespace
         self.label_selector = label_selector
@@ -230,6 +235,8 @@ class Informer:
     # -- the cache ----------------------------------------------------------------------------
 
     def _upsert(self, key: str, obj: Object) -> None:
+        if self.transform is not None:
+            obj = self.transform(obj)
         old = self._items.get(key)
         if old is not None and (old.get("metadata") or {}).get("resourceVersion") == (obj.get("metadata") or {}).get(
             "resourceVersion"
@@ -247,6 +254,8 @@ class Informer:
         if old is None:
             return
         self._reindex(key, old, None)
+        if last is not None and self.transform is not None:
+            last = self.transform(last)
         self._notify("delete", last or old)
 
     def _reindex(self, key: str, old: Object | None, new: Object | None) -> None:

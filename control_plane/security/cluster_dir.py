@@ -5,9 +5,12 @@ cluster directory, kubeadm-style:
     tokens.csv                 bearer tokens (kube-apiserver's format) 0600
     pki/ca.crt, ca.key         the cluster CA                         key 0600
     pki/masters/<id>.crt/.key  each master's serving certificate
+    pki/masters/<id>-loopback.crt/.key   its client identity towards itself
+                               and the other masters (system:apiserver, system:masters)
     pki/admin.crt/.key         CN=kubernetes-admin, O=system:masters
     pki/nodes/<name>.crt/.key  CN=system:node:<name>, O=system:nodes
     pki/sa.key, sa.pub         the service-account token signing key
+    audit-policy.yaml          what the masters audit (audit.k8s.io/v1 Policy)
 
 Running it again keeps what exists (the CA above all: every certificate
 hangs on it) and adds what is missing, so masters and nodes can be added
@@ -22,10 +25,13 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from control_plane.security.audit import DEFAULT_POLICY
+from control_plane.security.identity import APISERVER_USER, SYSTEM_MASTERS
 from control_plane.security.pki import CertificateAuthority, Issued, service_account_key, write_file
 
 SECRET_FILE = "cluster-secret"
 TOKENS_FILE = "tokens.csv"
+AUDIT_POLICY_FILE = "audit-policy.yaml"
 ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUP = "system:masters"
 
@@ -49,8 +55,15 @@ class ClusterDir:
     def ca_paths(self) -> tuple[str, str]:
         return os.path.join(self.pki, "ca.crt"), os.path.join(self.pki, "ca.key")
 
+    @property
+    def audit_policy_path(self) -> str:
+        return os.path.join(self.directory, AUDIT_POLICY_FILE)
+
     def master_paths(self, member_id: str) -> tuple[str, str]:
         return _pair(os.path.join(self.pki, "masters"), member_id)
+
+    def loopback_paths(self, member_id: str) -> tuple[str, str]:
+        return _pair(os.path.join(self.pki, "masters"), f"{member_id}-loopback")
 
     def node_paths(self, node: str) -> tuple[str, str]:
         return _pair(os.path.join(self.pki, "nodes"), node)
@@ -83,12 +96,17 @@ class ClusterDir:
         for member_id, hosts in masters.items():
             serving = functools.partial(ca.issue_serving, f"raftkube-master-{member_id}", list(hosts))
             written += _issue(self.master_paths(member_id), serving)
+            loopback = functools.partial(ca.issue_client, APISERVER_USER, [SYSTEM_MASTERS])
+            written += _issue(self.loopback_paths(member_id), loopback)
         for node in nodes:
             written += _issue(
                 self.node_paths(node), functools.partial(ca.issue_client, f"system:node:{node}", ["system:nodes"])
             )
         written += _issue(self.admin_paths(), functools.partial(ca.issue_client, ADMIN_USER, [ADMIN_GROUP]))
         written += _issue(self.sa_paths(), service_account_key)
+        if not os.path.exists(self.audit_policy_path):
+            write_file(self.audit_policy_path, DEFAULT_POLICY.encode(), 0o644)
+            written.append(self.audit_policy_path)
         return written
 
 
