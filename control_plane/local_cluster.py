@@ -17,9 +17,12 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -110,6 +113,7 @@ class LocalCluster:
     server_args: list[str] = field(default_factory=list)
     # Popen objects of the masters this process started, to reap them.
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False, repr=False)
+    _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
     # -- the directory ---------------------------------------------------------
 
@@ -413,12 +417,29 @@ class LocalCluster:
                         if leader_spec is not None:
                             # A linearizable read: answers once the leader commits.
                             client.kv(leader_spec.grpc_address).Range(READY_PROBE, timeout=1.0)
-                        return leader
+                        unready = [m.id for m in chosen if not self._api_ready(m)]
+                        if not unready:
+                            return leader
+                        last_error = f"the API of {', '.join(unready)} is not ready (/readyz)"
                     last_error = f"leaders seen: {sorted(leaders)}"
                 except grpc.RpcError as e:
                     last_error = f"{e.code().name}: {e.details()}"
                 time.sleep(0.05)
         raise TimeoutError(f"cluster not ready after {timeout:g}s ({last_error})")
+
+    def _api_ready(self, spec: MasterSpec) -> bool:
+        """Whether a master's API answers /readyz (caches synced, default
+        roles in place): only then is it done writing its bootstrap objects."""
+        if not spec.api_address:
+            return True
+        if self._ssl is None and self.secure:
+            self._ssl = self.admin_credentials.ssl_context()
+        try:
+            url = f"{self.scheme}://{spec.api_address}/readyz"
+            with urllib.request.urlopen(url, timeout=1.0, context=self._ssl) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
 
     def leader(self, timeout: float = 30.0) -> str:
         return self.wait_ready(timeout)

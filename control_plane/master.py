@@ -399,8 +399,12 @@ async def _start_rest(
     await runner.setup()
     host, _, port = config.api_address.rpartition(":")
     security = config.security
-    context = None if security.insecure else ssl_server_context(
-        ServingFiles(security.tls_cert_file, security.tls_private_key_file, security.client_ca_file)
+    context = (
+        None
+        if security.insecure
+        else ssl_server_context(
+            ServingFiles(security.tls_cert_file, security.tls_private_key_file, security.client_ca_file)
+        )
     )
     try:
         await web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True, ssl_context=context).start()

@@ -426,7 +426,9 @@ def validate_limit_range(obj: dict[str, Any], causes: list[Cause]) -> None:
                     "FieldValueNotSupported",
                 )
             )
-        values = {k: _quantities(causes, f"{path}.{k}", item.get(k)) for k in ("min", "max", "default", "defaultRequest")}
+        values = {
+            k: _quantities(causes, f"{path}.{k}", item.get(k)) for k in ("min", "max", "default", "defaultRequest")
+        }
         _quantities(causes, f"{path}.maxLimitRequestRatio", item.get("maxLimitRequestRatio"))
         if item.get("type") == "Pod" and (values["default"] or values["defaultRequest"]):
             bad(causes, f"{path}.default", item.get("default"), "may not be specified when `type` is 'Pod'")
@@ -444,6 +446,7 @@ def validate_limit_range(obj: dict[str, Any], causes: list[Cause]) -> None:
                             f"{lower_key} value {item[lower_key][name]} is greater than {upper_key} value "
                             f"{item[upper_key][name]}",
                         )
+
 
 VALIDATORS: dict[str, Check] = {
     "resourcequotas": validate_resource_quota,

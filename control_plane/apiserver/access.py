@@ -72,7 +72,9 @@ class Access:
                 403,
                 "Forbidden",
                 forbidden_message(attrs, reason),
-                {"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource} if attrs.resource_request else {},
+                {"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}
+                if attrs.resource_request
+                else {},
             )
 
     def begin_audit(

@@ -300,7 +300,9 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         try:
             user = await self.access.authenticate(self.access.grpc_credentials(context))
             attrs = self._attributes(user, "WATCH", ref, request.field_selector)
-            audit = self.access.begin_audit(attrs, _request_uri(ref, watch=True), [_peer_ip(context)], _agent(context, True))
+            audit = self.access.begin_audit(
+                attrs, _request_uri(ref, watch=True), [_peer_ip(context)], _agent(context, True)
+            )
             self.access.authorize(attrs, audit)
             r = self._resource(ref)
             opts = ListOptions(

@@ -302,7 +302,12 @@ S: dict[str, Schema] = {
         3: ("boundObjectRef", "BoundObjectReference"),
         4: ("expirationSeconds", "int64"),
     },
-    "BoundObjectReference": {1: ("kind", "string"), 2: ("apiVersion", "string"), 3: ("name", "string"), 4: ("uid", "string")},
+    "BoundObjectReference": {
+        1: ("kind", "string"),
+        2: ("apiVersion", "string"),
+        3: ("name", "string"),
+        4: ("uid", "string"),
+    },
     # core/v1 quotas and limits
     "ResourceQuota": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ResourceQuotaSpec")},
     "ResourceQuotaSpec": {1: ("hard", "map:quantity")},

@@ -308,7 +308,9 @@ class ApiService:
         if manager is not None and manager.operation == "Apply":
             meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, self.now())
         apply_defaults(resource.plural, obj)
-        review = AdmissionRequest(CREATE, resource, namespace, str(meta.get("name") or ""), obj, None, user, "", dry_run)
+        review = AdmissionRequest(
+            CREATE, resource, namespace, str(meta.get("name") or ""), obj, None, user, "", dry_run
+        )
         await self.admission.admit(review)
         apply_defaults(resource.plural, obj)  # again: admission may have added what has defaults
         if manager is not None and manager.operation != "Apply":
@@ -462,7 +464,16 @@ class ApiService:
             raise errors.modified(resource.group, resource.plural, name)
         updated = self._merge_update(resource, current, codec.clone(obj), subresource)
         return await self._write(
-            resource, namespace, name, current, updated, kv.mod_revision, dry_run, manager, user=user, subresource=subresource
+            resource,
+            namespace,
+            name,
+            current,
+            updated,
+            kv.mod_revision,
+            dry_run,
+            manager,
+            user=user,
+            subresource=subresource,
         )
 
     def _merge_update(self, resource: Resource, current: Object, new: Object, subresource: str) -> Object:
@@ -555,9 +566,7 @@ class ApiService:
                     await self._allocate(resource, updated, current)
                     op = kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(updated)))
                 compares, ops = _allocation_ops(resource, current, None if finished else updated)
-                txn = kv_pb2.TxnRequest(
-                    compare=[*guard, *compares, *review.compares], success=[op, *ops, *review.ops]
-                )
+                txn = kv_pb2.TxnRequest(compare=[*guard, *compares, *review.compares], success=[op, *ops, *review.ops])
                 resp = await self._call(self.store.txn(txn), "update")
             if resp.succeeded:
                 meta["resourceVersion"] = str(resp.header.revision)
@@ -699,7 +708,15 @@ class ApiService:
             updated["metadata"]["managedFields"] = merged["metadata"]["managedFields"]
             try:
                 return await self._write(
-                    resource, namespace, name, current, updated, kv.mod_revision, dry_run, user=user, subresource=subresource
+                    resource,
+                    namespace,
+                    name,
+                    current,
+                    updated,
+                    kv.mod_revision,
+                    dry_run,
+                    user=user,
+                    subresource=subresource,
                 )
             except ApiError as e:
                 if e.code != 409 or attempt == 4:
@@ -763,7 +780,9 @@ class ApiService:
             bound_pod = await self.get(pods, namespace, str(bound.get("name") or ""))
             pod_meta, pod_spec = bound_pod["metadata"], bound_pod.get("spec") or {}
             if bound.get("uid") and bound["uid"] != pod_meta.get("uid"):
-                raise errors.conflict("", "pods", pod_meta["name"], "the uid in boundObjectRef does not match the pod's")
+                raise errors.conflict(
+                    "", "pods", pod_meta["name"], "the uid in boundObjectRef does not match the pod's"
+                )
             if (pod_spec.get("serviceAccountName") or "default") != name:
                 raise errors.bad_request(f"pod {pod_meta['name']} does not run as service account {name}")
             pod = (pod_meta["name"], pod_meta["uid"])

@@ -25,22 +25,33 @@ def _command_name() -> str:
     return "raftkube"
 
 
+def grpcurl_flags(cluster: LocalCluster) -> str:
+    if not cluster.secure:
+        return "-plaintext"
+    cert, key = cluster.security.admin_paths()
+    return f"-cacert {cluster.security.ca_paths()[0]} -cert {cert} -key {key}"
+
+
 def describe(cluster: LocalCluster, leader: str) -> str:
     lines = [f"raftkube: {len(cluster.masters)} masters are up in {cluster.directory} (leader: {leader})", ""]
     for m in cluster.masters:
         lines.append(
-            f"  {m.id}  API http://{m.api_address}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
+            f"  {m.id}  API {cluster.scheme}://{m.api_address}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
             f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
         )
     endpoints = ",".join(cluster.endpoints)
     raftkube = _command_name()
     lines += [
         "",
+        f"Admin kubeconfig (TLS, client certificate): {cluster.kubeconfig_path}"
+        if cluster.secure
+        else f"Admin kubeconfig (plaintext, no authentication): {cluster.kubeconfig_path}",
+        "",
         "Reach it:",
         f"  kubectl --kubeconfig {cluster.kubeconfig_path} get namespaces",
         f"  {raftkube} store --dir {cluster.directory} status",
         f"  {raftkube} store --dir {cluster.directory} put /hello world",
-        f"  grpcurl -plaintext {cluster.endpoints[0]} list",
+        f"  grpcurl {grpcurl_flags(cluster)} {cluster.endpoints[0]} list",
         f"  export RAFTKUBE_ENDPOINTS={endpoints}",
     ]
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def parse_peers(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--client-ca-file", default="", help="The CA client certificates must chain to.")
 @click.option("--loopback-cert-file", default="", help="This master's client certificate towards masters.")
 @click.option("--loopback-key-file", default="", help="Its key.")
-@click.option("--token-auth-file", default="", help="Bearer tokens: token,user,uid,\"group,...\" per line.")
+@click.option("--token-auth-file", default="", help='Bearer tokens: token,user,uid,"group,..." per line.')
 @click.option("--service-account-key-file", default="", help="Public key that verifies service-account tokens.")
 @click.option("--service-account-signing-key-file", default="", help="Private key that signs them.")
 @click.option("--audit-policy-file", default="", help="audit.k8s.io/v1 Policy (default: Metadata for all).")

@@ -11,22 +11,30 @@ import click
 import grpc
 from google.protobuf import json_format
 
+from control_plane.client.credentials import INSECURE, ClientCredentials
 from control_plane.local_cluster import LocalCluster
 from ha.client import StoreClient
 from ha.keys import prefix_end
 from ha.storepb import kv_pb2
 
 
-def _endpoints(directory: str | None, endpoints: str | None) -> list[str]:
+def _target(
+    directory: str | None, endpoints: str | None, tls: tuple[str | None, str | None, str | None]
+) -> tuple[list[str], ClientCredentials]:
+    """The masters' gRPC addresses and the credentials to reach them: a
+    cluster directory's admin certificate, or the --cacert/--cert/--key given
+    (as etcdctl takes them); no TLS files, no TLS."""
+    given = ClientCredentials.from_files(*tls) if any(tls) else None
     if endpoints:
-        return [e for e in endpoints.split(",") if e]
-    if directory:
-        return LocalCluster.load(directory).endpoints
+        return [e for e in endpoints.split(",") if e], given or INSECURE
     from_env = os.environ.get("RAFTKUBE_ENDPOINTS", "")
-    if from_env:
-        return [e for e in from_env.split(",") if e]
-    if os.path.exists(os.path.join(".raftkube", "cluster.json")):
-        return LocalCluster.load(".raftkube").endpoints
+    if not directory and from_env:
+        return [e for e in from_env.split(",") if e], given or INSECURE
+    if not directory and os.path.exists(os.path.join(".raftkube", "cluster.json")):
+        directory = ".raftkube"
+    if directory:
+        cluster = LocalCluster.load(directory)
+        return cluster.endpoints, given or cluster.admin_credentials
     raise click.UsageError("say where the masters are: --endpoints, --dir, or RAFTKUBE_ENDPOINTS")
 
 
@@ -49,11 +57,24 @@ def _range_end(key: str, prefix: bool) -> bytes:
 @click.group()
 @click.option("--endpoints", help="Comma-separated gRPC addresses of masters.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="A cluster started by `raftkube up`.")
+@click.option("--cacert", type=click.Path(dir_okay=False), help="The cluster CA (PEM), to verify masters.")
+@click.option("--cert", type=click.Path(dir_okay=False), help="A client certificate in system:masters.")
+@click.option("--key", type=click.Path(dir_okay=False), help="Its private key.")
 @click.option("--timeout", default=5.0, show_default=True)
 @click.pass_context
-def store(ctx: click.Context, endpoints: str | None, directory: str | None, timeout: float) -> None:
-    """Talk to the replicated store (the KV and Cluster gRPC services)."""
-    ctx.obj = StoreClient(_endpoints(directory, endpoints), timeout=timeout)
+def store(
+    ctx: click.Context,
+    endpoints: str | None,
+    directory: str | None,
+    cacert: str | None,
+    cert: str | None,
+    key: str | None,
+    timeout: float,
+) -> None:
+    """Talk to the replicated store (the KV and Cluster gRPC services; they
+    are for cluster administrators only)."""
+    addresses, credentials = _target(directory, endpoints, (cacert, cert, key))
+    ctx.obj = StoreClient(addresses, timeout=timeout, credentials=credentials.grpc())
     ctx.call_on_close(ctx.obj.close)
 
 

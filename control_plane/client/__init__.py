@@ -7,4 +7,14 @@ from control_plane.client.credentials import INSECURE, ClientCredentials
 from control_plane.client.informer import Informer, Lister, key_of
 from control_plane.client.workqueue import RateLimitingQueue, ShutDown
 
-__all__ = ["INSECURE", "ApiClient", "ClientCredentials", "Informer", "Lister", "RateLimitingQueue", "ShutDown", "key_of", "resource"]
+__all__ = [
+    "INSECURE",
+    "ApiClient",
+    "ClientCredentials",
+    "Informer",
+    "Lister",
+    "RateLimitingQueue",
+    "ShutDown",
+    "key_of",
+    "resource",
+]

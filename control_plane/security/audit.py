@@ -287,16 +287,18 @@ class Auditor:
             if attrs.api_group:
                 ref["apiGroup"] = attrs.api_group
                 ref["apiVersion"] = f"{attrs.api_group}/{attrs.api_version}"
-            for key, value in (("namespace", attrs.namespace), ("name", attrs.name), ("subresource", attrs.subresource)):
+            for key, value in (
+                ("namespace", attrs.namespace),
+                ("name", attrs.name),
+                ("subresource", attrs.subresource),
+            ):
                 if value:
                     ref[key] = value
             record["objectRef"] = ref
         if code is not None:
             response_status: Object = {"metadata": {}, "code": code}
             if status is not None and code >= 400:
-                response_status.update(
-                    {k: status[k] for k in ("status", "message", "reason") if k in status and status[k]}
-                )
+                response_status.update({k: status[k] for k in ("status", "message", "reason") if status.get(k)})
             record["responseStatus"] = response_status
         if event.level in ("Request", "RequestResponse") and event.request_object is not None:
             record["requestObject"] = self._body(event.request_object)

@@ -114,4 +114,3 @@ class Authenticator:
                 log.debug("service-account token refused: %s", e)
                 raise Unauthorized(f"invalid bearer token: {e}") from None
         raise Unauthorized("invalid bearer token")
-

@@ -170,7 +170,9 @@ class NodeAuthorizer:
         ):
             return None
         for pod in self.graph.pods_on(node):
-            if (pod["metadata"].get("namespace") == attrs.namespace) and pod["spec"]["serviceAccountName"] == attrs.name:
+            if (pod["metadata"].get("namespace") == attrs.namespace) and pod["spec"][
+                "serviceAccountName"
+            ] == attrs.name:
                 return _allow()
         return _deny(f"no relationship found between node '{node}' and this object")
 

@@ -27,18 +27,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
-def core(host: str) -> k8s.CoreV1Api:
+def core(host: str, cluster: LocalCluster) -> k8s.CoreV1Api:
+    """The official client on one master, as the admin (TLS, client certificate)."""
     config = k8s.Configuration(host=host)
     config.retries = 0  # a dead master is for the caller to handle, not to retry
+    config.ssl_ca_cert = cluster.security.ca_paths()[0]
+    config.cert_file, config.key_file = cluster.security.admin_paths()
     return k8s.CoreV1Api(k8s.ApiClient(config))
 
 
 def test_list_create_and_patch(cluster: LocalCluster) -> None:
     for host in cluster.api_endpoints:
-        api = core(host)
+        api = core(host, cluster)
         names = {ns.metadata.name for ns in api.list_namespace().items}
         assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
-    api = core(cluster.api_endpoints[1])
+    api = core(cluster.api_endpoints[1], cluster)
     api.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="pyclient")))
     created = api.create_namespaced_config_map(
         "pyclient", k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="settings", labels={"app": "py"}), data={"a": "1"})
@@ -73,8 +76,9 @@ class ListWatchLoop:
     list's resourceVersion; when the watch breaks, watch again from the last
     resourceVersion seen, through the next master; relist on 410."""
 
-    def __init__(self, hosts: list[str], namespace: str):
+    def __init__(self, hosts: list[str], namespace: str, cluster: LocalCluster):
         self.hosts = hosts
+        self.cluster = cluster
         self.namespace = namespace
         self.current = 0
         self.events: list[tuple[str, str]] = []
@@ -106,7 +110,7 @@ class ListWatchLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            api = core(self.host)
+            api = core(self.host, self.cluster)
             try:
                 if not self.resource_version:
                     listed = api.list_namespaced_config_map(self.namespace, _request_timeout=5)
@@ -142,11 +146,11 @@ class ListWatchLoop:
 
 def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(cluster: LocalCluster) -> None:
     namespace = "watched"
-    writer_api = core(cluster.api_endpoints[2])
+    writer_api = core(cluster.api_endpoints[2], cluster)
     writer_api.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     for i in range(3):
         writer_api.create_namespaced_config_map(namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=f"pre-{i}")))
-    loop = ListWatchLoop(cluster.api_endpoints, namespace).start()
+    loop = ListWatchLoop(cluster.api_endpoints, namespace, cluster).start()
     acked: list[str] = []
     stop_writing = threading.Event()
 
@@ -157,7 +161,7 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
         while not stop_writing.is_set():
             name = f"cm-{i}"
             for attempt in range(60):
-                api = core(cluster.api_endpoints[(i + attempt) % 3])
+                api = core(cluster.api_endpoints[(i + attempt) % 3], cluster)
                 try:
                     api.create_namespaced_config_map(
                         namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=name)), _request_timeout=5
@@ -179,7 +183,7 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
     wait_until(lambda: loop.resource_version != "", "the first list", timeout=45, detail=lambda: repr(loop))
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
-    watched = next(m for m in cluster.masters if f"http://{m.api_address}" == loop.host)
+    watched = next(m for m in cluster.masters if f"https://{m.api_address}" == loop.host)
     try:
         wait_until(lambda: sum(1 for t, _ in loop.events if t == "ADDED") >= 20, "events before the kill", timeout=45)
         cluster.kill(watched.id)

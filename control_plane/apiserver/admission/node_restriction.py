@@ -65,7 +65,9 @@ class NodeRestriction(Plugin):
             if req.subresource != "status":
                 raise forbidden(req, f'node "{node}" can only update pod status')
             if bound != node:
-                raise forbidden(req, f'node "{node}" can only update pod status for pods with spec.nodeName set to itself')
+                raise forbidden(
+                    req, f'node "{node}" can only update pod status for pods with spec.nodeName set to itself'
+                )
             return
         if bound != node:
             raise forbidden(req, f'node "{node}" can only delete pods with spec.nodeName set to itself')

@@ -23,9 +23,7 @@ class RbacEscalation(Plugin):
         self.source = source
 
     def _may(self, req: AdmissionRequest, verb: str, resource: str, name: str, namespace: str) -> bool:
-        attrs = Attributes(
-            req.user, verb, api_group=RBAC_GROUP, resource=resource, name=name, namespace=namespace
-        )
+        attrs = Attributes(req.user, verb, api_group=RBAC_GROUP, resource=resource, name=name, namespace=namespace)
         return self.authorizer.authorize(attrs).allowed
 
     async def validate(self, req: AdmissionRequest) -> None:
@@ -34,7 +32,9 @@ class RbacEscalation(Plugin):
         if plural in ("roles", "clusterroles"):
             if self._may(req, "escalate", plural, req.name, req.namespace):
                 return
-            missing = self.rbac.covers(req.user, req.namespace, [r for r in obj.get("rules") or () if isinstance(r, dict)])
+            missing = self.rbac.covers(
+                req.user, req.namespace, [r for r in obj.get("rules") or () if isinstance(r, dict)]
+            )
             if missing:
                 raise forbidden(
                     req,

@@ -72,7 +72,9 @@ class ServiceAccount(Plugin):
             automount = account.get("automountServiceAccountToken", True)
         if automount is False:
             return
-        containers = [c for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if isinstance(c, dict)]
+        containers = [
+            c for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if isinstance(c, dict)
+        ]
         if any(m.get("mountPath") == MOUNT_PATH for c in containers for m in c.get("volumeMounts") or ()):
             return  # the pod mounts something of its own there
         volume = f"kube-api-access-{''.join(secrets.choice(_ALPHABET) for _ in range(5))}"

@@ -1,4 +1,4 @@
-"""The REST API of a real 3-master cluster, over plain HTTP: Kubernetes
+"""The REST API of a real 3-master cluster, over TLS as the admin: Kubernetes
 semantics (resourceVersion, generation, selectors, paging, watch, graceful
 deletion, finalizers) and bad input answered as Kubernetes answers it,
 storing nothing."""
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from control_plane.local_cluster import LocalCluster
+from tests.support.rest import Api
 from tests.support.waiting import wait_until
 
 Body = dict[str, Any]
@@ -29,42 +30,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
-class Api:
-    def __init__(self, base: str):
-        self.base = base
-
-    def call(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json", raw: bytes | None = None
-    ) -> tuple[int, Body]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Body:
-        code, out = self.call(method, path, body, **kw)
-        assert code < 300, f"{method} {path}: {code} {out}"
-        return out
-
-    def watch(self, path: str, events: int, timeout: float = 20) -> list[Body]:
-        out: list[Body] = []
-        with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
-            for line in resp:
-                out.append(json.loads(line))
-                if len(out) >= events:
-                    break
-        return out
-
-
 @pytest.fixture
 def api(cluster: LocalCluster) -> Api:
     follower = next(m for m in cluster.masters if m.id != cluster.leader())
-    return Api(f"http://{follower.api_address}")
+    return Api(f"https://{follower.api_address}", cluster.admin_credentials)
 
 
 @pytest.fixture
@@ -338,7 +307,7 @@ def test_pod_logs_name_a_container_and_are_empty_before_scheduling(api: Api, ns:
     )
     code, body = api.call("GET", f"/api/v1/namespaces/{ns}/pods/two/log?container=nope")
     assert (code, body["message"]) == (400, "container nope is not valid for pod two")
-    with urllib.request.urlopen(f"{api.base}/api/v1/namespaces/{ns}/pods/two/log?container=c", timeout=10) as resp:
+    with api.open(f"/api/v1/namespaces/{ns}/pods/two/log?container=c", timeout=10) as resp:
         assert (resp.status, resp.read()) == (200, b"")  # not scheduled: nothing logged yet
     api.ok(
         "POST",
@@ -370,10 +339,10 @@ def test_a_watch_from_a_compacted_revision_is_gone(api: Api, ns: str, cluster: L
 def test_health_and_version_endpoints(api: Api) -> None:
     version = api.ok("GET", "/version")
     assert version["major"] == "1" and version["gitVersion"].startswith("v1.33")
-    with urllib.request.urlopen(api.base + "/readyz?verbose", timeout=10) as resp:
+    with api.open("/readyz?verbose", timeout=10) as resp:
         text = resp.read().decode()
     assert "[+]store-quorum ok" in text and "[+]informer-sync ok" in text and "readyz check passed" in text
-    with urllib.request.urlopen(api.base + "/livez", timeout=10) as resp:
+    with api.open("/livez", timeout=10) as resp:
         assert resp.read() == b"ok"
 
 
@@ -411,7 +380,7 @@ def test_services_get_cluster_ips_and_node_ports_that_stay_unique(api: Api, ns: 
     assert api.ok("POST", path, service("again", clusterIP=web["clusterIP"]))["spec"]["clusterIP"] == web["clusterIP"]
 
     # Node ports: allocated in range, unique across masters under concurrent creates.
-    apis = [Api(f"http://{m.api_address}") for m in cluster.masters]
+    apis = [Api(f"https://{m.api_address}", cluster.admin_credentials) for m in cluster.masters]
     with ThreadPoolExecutor(12) as pool:
         created = list(pool.map(lambda i: apis[i % 3].ok("POST", path, service(f"np-{i}", type="NodePort")), range(30)))
     ports = [s["spec"]["ports"][0]["nodePort"] for s in created]
@@ -428,7 +397,7 @@ def test_requests_watches_and_store_round_trips_are_metered(api: Api, ns: str, c
     api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "m"}})
     api.ok("GET", f"/api/v1/namespaces/{ns}/configmaps")
     api.call("GET", f"/api/v1/namespaces/{ns}/configmaps/absent")
-    master = next(m for m in cluster.masters if f"http://{m.api_address}" == api.base)
+    master = next(m for m in cluster.masters if f"https://{m.api_address}" == api.base)
 
     def scrape() -> str:
         with urllib.request.urlopen(f"http://{master.metrics_address}/metrics", timeout=10) as resp:
@@ -450,7 +419,7 @@ def test_requests_watches_and_store_round_trips_are_metered(api: Api, ns: str, c
     # A watch open on this master counts while it lasts.
     watching = 'apiserver_registered_watchers{resource="secrets"} 1.0'
     assert watching not in scrape()
-    with urllib.request.urlopen(f"{api.base}/api/v1/namespaces/{ns}/secrets?watch=1&timeoutSeconds=30", timeout=30):
+    with api.open(f"/api/v1/namespaces/{ns}/secrets?watch=1&timeoutSeconds=30", timeout=30):
         wait_until(lambda: watching in scrape(), "the open watch to be counted", timeout=10)
 
 
@@ -471,13 +440,13 @@ def test_a_write_without_quorum_is_a_503_that_clients_retry_by_themselves(
 
         wait_until(alone, "the survivor to know it is alone", timeout=20)
     req = urllib.request.Request(
-        f"http://{survivor.api_address}/api/v1/namespaces/default/configmaps",
+        f"https://{survivor.api_address}/api/v1/namespaces/default/configmaps",
         data=json.dumps({"metadata": {"name": "c"}}).encode(),
         method="POST",
         headers={"Content-Type": "application/json"},
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=30)
+        urllib.request.urlopen(req, timeout=30, context=lonely.admin_credentials.ssl_context())
     body = json.loads(refused.value.read())
     assert (refused.value.code, body["reason"], refused.value.headers["Retry-After"]) == (
         503,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from control_plane.apis.errors import ApiError
 from control_plane.apis.grpc_errors import from_rpc_error
 from control_plane.client import ApiClient, Informer, resource
 from control_plane.local_cluster import LocalCluster
+from tests.support.rest import Api
 
 PODS = resource("pods")
 CONFIGMAPS = resource("configmaps")
@@ -36,7 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture
 async def client(cluster: LocalCluster) -> AsyncIterator[ApiClient]:
-    async with ApiClient(cluster.endpoints, user_agent="grpc-test/1.0") as c:
+    async with ApiClient(cluster.endpoints, user_agent="grpc-test/1.0", credentials=cluster.admin_credentials) as c:
         yield c
 
 
@@ -55,9 +55,7 @@ def pod(name: str, **labels: str) -> dict[str, Any]:
 
 
 def rest_get(cluster: LocalCluster, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(cluster.api_endpoints[1] + path, timeout=10) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
+    return Api(cluster.api_endpoints[1], cluster.admin_credentials).ok("GET", path)
 
 
 async def test_objects_are_the_ones_rest_serves(client: ApiClient, ns: str, cluster: LocalCluster) -> None:
@@ -112,7 +110,7 @@ async def test_errors_are_the_kubernetes_statuses(client: ApiClient, ns: str, cl
     assert (exists.value.code, exists.value.reason) == (409, "AlreadyExists")
 
     # What the client library cannot send: raw stubs.
-    async with grpc.aio.insecure_channel(cluster.endpoints[0]) as channel:
+    async with grpc.aio.secure_channel(cluster.endpoints[0], cluster.admin_credentials.grpc()) as channel:
         stub = resources_pb2_grpc.ResourcesStub(channel)
         cases = [
             (
@@ -215,7 +213,9 @@ async def test_informer_sees_every_change_once_across_a_kill_of_its_master(
 
     async def write() -> None:
         # A writer with its own client, failing over like any other.
-        async with ApiClient(cluster.endpoints, timeout=3.0, retry_for=30.0) as writer:
+        async with ApiClient(
+            cluster.endpoints, timeout=3.0, retry_for=30.0, credentials=cluster.admin_credentials
+        ) as writer:
             i = 0
             while not stop.is_set():
                 name = f"cm-{i}"

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from control_plane.local_cluster import LocalCluster
+from tests.integration.ha.conftest import INSECURE
 from ha import limits
 from ha.client import StoreClient
 from ha.keys import prefix_end
@@ -21,7 +22,8 @@ from ha.storepb import kv_pb2
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster.running(str(tmp_path_factory.mktemp("kv")), server_args=["--history-revisions", "1000000"]) as c:
+    args = [*INSECURE, "--history-revisions", "1000000"]
+    with LocalCluster.running(str(tmp_path_factory.mktemp("kv")), server_args=args) as c:
         yield c
 
 

@@ -83,6 +83,8 @@ def test_secrets_are_0600_and_a_second_init_keeps_the_ca(cluster_dir: ClusterDir
     written = cluster_dir.init({"m1": ["127.0.0.1"], "m3": ["10.0.0.3"]}, nodes=["n2"])
     assert Path(cluster_dir.ca_paths()[0]).read_bytes() == ca_before
     assert sorted(os.path.relpath(p, cluster_dir.pki) for p in written) == [
+        "masters/m3-loopback.crt",
+        "masters/m3-loopback.key",
         "masters/m3.crt",
         "masters/m3.key",
         "nodes/n2.crt",
