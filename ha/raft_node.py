@@ -541,6 +541,53 @@ def _disconnect(self: Any) -> None:
 
 pso_tcp_connection.TcpConnection.disconnect = _disconnect
 
+# Frame sizes a peer may announce. pysyncobj reads whatever a socket holds
+# into one buffer before it looks at a frame's length, so a peer announcing
+# 2 GiB and streaming gets 2 GiB of this master's memory. Until a peer's
+# first frame has decrypted (the cluster secret proves it is a master; that
+# frame is a 32-byte key), only a small frame is allowed; after it, any a
+# master sends (an append is bounded by append_entries_max_bytes plus one
+# entry, far below the limit).
+UNTRUSTED_FRAME_BYTES = 64 << 10
+MAX_FRAME_BYTES = 64 << 20
+_stock_process_read = pso_tcp_connection.TcpConnection._TcpConnection__processRead
+_stock_parse_message = pso_tcp_connection.TcpConnection._TcpConnection__processParseMessage
+frames_refused = 0
+
+
+def _process_read(self: Any) -> bool:
+    global frames_refused
+    more = bool(_stock_process_read(self))
+    buffer = self._TcpConnection__readBuffer
+    if len(buffer) >= 4:
+        (length,) = struct.unpack("i", buffer[:4])
+        trusted = getattr(self, "_raftkube_trusted", False)
+        limit = MAX_FRAME_BYTES if trusted else UNTRUSTED_FRAME_BYTES
+        # Before it authenticates, a peer has nothing to send but that frame.
+        if length < 0 or length > limit or (not trusted and len(buffer) > 4 + limit):
+            frames_refused += 1
+            log.warning(
+                "a Raft peer (fd %s) announced a %d-byte frame, over the limit of %d %s: disconnected",
+                self._TcpConnection__fileno,
+                length,
+                limit,
+                "for masters" if trusted else "before authenticating",
+            )
+            self.disconnect()
+            return False
+    return more
+
+
+def _parse_message(self: Any) -> Any:
+    message = _stock_parse_message(self)
+    if message is not None:
+        self._raftkube_trusted = True  # it decrypted: the peer holds the secret
+    return message
+
+
+pso_tcp_connection.TcpConnection._TcpConnection__processRead = _process_read
+pso_tcp_connection.TcpConnection._TcpConnection__processParseMessage = _parse_message
+
 
 class RaftNode(SyncObj):
     """One Raft member. Not thread-safe: every method runs on the thread of

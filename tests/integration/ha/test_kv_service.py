@@ -13,11 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from control_plane.local_cluster import LocalCluster
-from tests.integration.ha.conftest import INSECURE
 from ha import limits
 from ha.client import StoreClient
 from ha.keys import prefix_end
 from ha.storepb import kv_pb2
+from tests.integration.ha.conftest import INSECURE
 
 
 @pytest.fixture(scope="module")

@@ -93,3 +93,70 @@ def test_control_the_same_frame_runs_code_on_bare_pysyncobj(tmp_path: Path) -> N
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def stream_oversized_frame(address: str, total: int) -> int:
+    """Announce a 2 GiB frame and stream junk until the peer hangs up or
+    `total` bytes are sent; the bytes sent."""
+    host, port = address.rsplit(":", 1)
+    chunk = os.urandom(1 << 20)
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        try:
+            s.sendall(struct.pack("i", (1 << 31) - 1))
+            while sent < total:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+    return sent
+
+
+STREAMED = 64 << 20
+
+
+def test_an_oversized_frame_from_an_unauthenticated_peer_costs_no_memory(cluster: LocalCluster) -> None:
+    master = cluster.masters[0]
+    before = rss_bytes(master.pid)
+    sent = stream_oversized_frame(master.raft_address, STREAMED)
+    grown = rss_bytes(master.pid) - before
+    print(f"master: streamed {sent >> 20} MiB before it hung up; RSS grew {grown / (1 << 20):.1f} MiB")
+    assert sent < STREAMED, "the master kept reading a frame over the limit"
+    assert grown < 16 << 20
+    cluster.wait_ready(10)  # and the masters are unharmed
+
+
+def test_control_an_oversized_frame_is_buffered_whole_by_bare_pysyncobj(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_PYSYNCOBJ, address],
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 10
+        while True:  # the port binds on the node's first tick
+            try:
+                with socket.create_connection(address.rsplit(":", 1), timeout=1):  # type: ignore[arg-type]
+                    break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        before = rss_bytes(proc.pid)
+        sent = stream_oversized_frame(address, STREAMED)
+        grown = rss_bytes(proc.pid) - before
+        print(f"stock pysyncobj: streamed {sent >> 20} MiB; RSS grew {grown / (1 << 20):.1f} MiB")
+        assert grown > STREAMED // 2, "control run: stock pysyncobj should have buffered the frame"
+    finally:
+        proc.kill()
+        proc.wait(10)
