@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import os
 import random
@@ -202,10 +203,12 @@ class LocalCluster:
         cert, key = self.security.admin_paths()
         return ClientCredentials.from_files(self.security.ca_paths()[0], cert, key)
 
-    def credentials_for(self, user: str, groups: list[str]) -> ClientCredentials:
+    def credentials_for(
+        self, user: str, groups: list[str], days: int = 1, start: datetime.datetime | None = None
+    ) -> ClientCredentials:
         """A client certificate for any user, issued by the cluster CA (tests)."""
         ca = CertificateAuthority.load(*self.security.ca_paths())
-        issued = ca.issue_client(user, groups)
+        issued = ca.issue_client(user, groups, days, start)
         return ClientCredentials(ca.cert_pem, issued.cert_pem, issued.key_pem)
 
     @property

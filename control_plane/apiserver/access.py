@@ -22,7 +22,15 @@ from control_plane.apis.errors import ApiError
 from control_plane.security.audit import AuditEvent, Auditor
 from control_plane.security.authn import Authenticator, Credentials, Unauthorized
 from control_plane.security.authz import Attributes, Authorizer, Chain, PrivilegedGroups, forbidden_message
-from control_plane.security.identity import AUTHENTICATED, SYSTEM_MASTERS, UserInfo
+from control_plane.security.identity import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    SYSTEM_MASTERS,
+    UNAUTHENTICATED,
+    UserInfo,
+    authenticated,
+    service_account_user,
+)
 from control_plane.security.pki import identity_of
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,62 @@ class Access:
         except Unauthorized as e:
             log.info("refused a request: %s", e)
             raise unauthorized() from None
+
+    def impersonate(self, user: UserInfo, headers: Iterable[tuple[str, str]]) -> UserInfo:
+        """The user a request acts as (Impersonate-User, -Group, -Uid,
+        -Extra-* headers), as Kubernetes allows it: the caller must be
+        authorized to `impersonate` each of them."""
+        name, uid = "", ""
+        groups: list[str] = []
+        extra: dict[str, list[str]] = {}
+        for key, value in headers:
+            k = key.lower()
+            if k == "impersonate-user":
+                name = value
+            elif k == "impersonate-group":
+                groups.append(value)
+            elif k == "impersonate-uid":
+                uid = value
+            elif k.startswith("impersonate-extra-"):
+                extra.setdefault(k.removeprefix("impersonate-extra-"), []).append(value)
+        if not name:
+            if groups or uid or extra:
+                raise errors.bad_request("impersonating groups, a uid or extras requires Impersonate-User")
+            return user
+        checks = []
+        account = UserInfo(name).service_account
+        if account is not None:
+            checks.append(
+                Attributes(user, "impersonate", resource="serviceaccounts", namespace=account[0], name=account[1])
+            )
+        else:
+            checks.append(Attributes(user, "impersonate", resource="users", name=name))
+        checks += [Attributes(user, "impersonate", resource="groups", name=g) for g in groups]
+        if uid:
+            checks.append(Attributes(user, "impersonate", api_group="authentication.k8s.io", resource="uids", name=uid))
+        for key, values in extra.items():
+            for value in values:
+                checks.append(
+                    Attributes(
+                        user,
+                        "impersonate",
+                        api_group="authentication.k8s.io",
+                        resource="userextras",
+                        subresource=key,
+                        name=value,
+                    )
+                )
+        for check in checks:
+            verdict = self.authorizer.authorize(check)
+            if not verdict.allowed:
+                raise ApiError(
+                    403, "Forbidden", forbidden_message(check, verdict.reason if verdict.reason != "RBAC" else "")
+                )
+        if account is not None:
+            return service_account_user(account[0], account[1], uid, extra)
+        if name == ANONYMOUS:
+            return UserInfo(name, uid, tuple(dict.fromkeys([*groups, UNAUTHENTICATED])))
+        return authenticated(name, uid, groups, extra)
 
     def authorize(self, attrs: Attributes, audit: AuditEvent | None = None) -> None:
         verdict = self.authorizer.authorize(attrs)

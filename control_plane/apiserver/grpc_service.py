@@ -125,9 +125,12 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             user = await self.access.authenticate(self.access.grpc_credentials(context))
             attrs = self._attributes(user, verb, ref, field_selector)
             audit = self.access.begin_audit(attrs, _request_uri(ref), [_peer_ip(context)], _agent(context, full=True))
-            if audit is not None and body and audit.level in ("Request", "RequestResponse"):
+            if audit is not None and body:
                 with contextlib.suppress(*codec.DecodeError):
-                    audit.request_object = codec.loads(body)
+                    decoded = codec.loads(body)
+                    audit.request_object = decoded
+                    if isinstance(decoded, dict):
+                        audit.object_name = str((decoded.get("metadata") or {}).get("name") or "")
             self.access.authorize(attrs, audit)
             result = await fn(user)
             code = 201 if verb == "CREATE" else 200

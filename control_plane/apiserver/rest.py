@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -105,11 +105,19 @@ class RestApi:
             user = await self.access.authenticate(
                 Credentials(certificate_identity(peer), request.headers.get("Authorization", ""))
             )
+            impersonated = user
+            if any(k.lower().startswith("impersonate-") for k in request.headers):
+                impersonated = self.access.impersonate(user, request.headers.items())
             attrs = request_attributes(request.method, request.path, request.query, user)
             audit = self.access.begin_audit(
                 attrs, request.path_qs, [request.remote or ""], request.headers.get("User-Agent", "")
             )
             request["audit"] = audit
+            if impersonated is not user:
+                attrs = replace(attrs, user=impersonated)
+                if audit is not None:
+                    audit.impersonated = impersonated
+                user = impersonated
             self.access.authorize(attrs, audit)
             response = await self._dispatch(request, info, user)
             code = response.status
@@ -465,8 +473,7 @@ async def _body(request: web.Request, allow_list: bool = False) -> dict[str, Any
     kind = content_type.split(";")[0].strip()
     if kind == k8s_protobuf.CONTENT_TYPE:
         decoded = k8s_protobuf.decode(await _read(request))
-        if request.get("audit") is not None:
-            request["audit"].request_object = decoded
+        _audit_body(request, decoded)
         return decoded
     known = (
         JSON,
@@ -481,14 +488,22 @@ async def _body(request: web.Request, allow_list: bool = False) -> dict[str, Any
     if kind not in known:
         raise errors.unsupported_media_type(content_type)
     body = _parse((await _read(request)).decode("utf-8", errors="replace"), content_type)
-    audit = request.get("audit")
-    if audit is not None:
-        audit.request_object = body
+    _audit_body(request, body)
     if isinstance(body, list) and allow_list:
         return body  # type: ignore[return-value]
     if not isinstance(body, dict):
         raise errors.bad_request("the body of the request must be an object")
     return body
+
+
+def _audit_body(request: web.Request, body: Any) -> None:
+    """What the audit record of this request keeps of its body."""
+    audit = request.get("audit")
+    if audit is None:
+        return
+    audit.request_object = body
+    if isinstance(body, dict):
+        audit.object_name = str((body.get("metadata") or {}).get("name") or "")
 
 
 async def _read(request: web.Request) -> bytes:

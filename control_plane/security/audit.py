@@ -213,6 +213,8 @@ class AuditEvent:
     annotations: dict[str, str] = field(default_factory=dict)
     request_object: Any = None
     impersonated: UserInfo | None = None
+    # A create's object name, from its body (its path names none).
+    object_name: str = ""
 
 
 class Auditor:
@@ -279,6 +281,7 @@ class Auditor:
             "requestURI": event.request_uri,
             "verb": attrs.verb,
             "user": attrs.user.as_json(),
+            **({"impersonatedUser": event.impersonated.as_json()} if event.impersonated is not None else {}),
             "sourceIPs": event.source_ips,
             "userAgent": event.user_agent,
         }
@@ -289,7 +292,7 @@ class Auditor:
                 ref["apiVersion"] = f"{attrs.api_group}/{attrs.api_version}"
             for key, value in (
                 ("namespace", attrs.namespace),
-                ("name", attrs.name),
+                ("name", attrs.name or event.object_name),
                 ("subresource", attrs.subresource),
             ):
                 if value:

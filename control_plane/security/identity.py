@@ -60,11 +60,16 @@ class UserInfo:
         return out
 
 
-def authenticated(name: str, uid: str = "", groups: tuple[str, ...] | list[str] = (), **extra: list[str]) -> UserInfo:
+def authenticated(
+    name: str,
+    uid: str = "",
+    groups: tuple[str, ...] | list[str] = (),
+    extra: Mapping[str, list[str]] | None = None,
+) -> UserInfo:
     """A user as an authenticator returns it: system:authenticated is added
     to its groups, as Kubernetes does for everyone but anonymous."""
     all_groups = tuple(dict.fromkeys([*groups, AUTHENTICATED]))
-    return UserInfo(name, uid, all_groups, MappingProxyType({k: tuple(v) for k, v in extra.items()}))
+    return UserInfo(name, uid, all_groups, MappingProxyType({k: tuple(v) for k, v in (extra or {}).items()}))
 
 
 ANONYMOUS_USER = UserInfo(ANONYMOUS, "", (UNAUTHENTICATED,))
@@ -72,10 +77,12 @@ ANONYMOUS_USER = UserInfo(ANONYMOUS, "", (UNAUTHENTICATED,))
 SYSTEM_USER = UserInfo(APISERVER_USER, "", (SYSTEM_MASTERS, AUTHENTICATED))
 
 
-def service_account_user(namespace: str, name: str, uid: str = "", **extra: list[str]) -> UserInfo:
+def service_account_user(
+    namespace: str, name: str, uid: str = "", extra: Mapping[str, list[str]] | None = None
+) -> UserInfo:
     return authenticated(
         f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}",
         uid,
         [SERVICE_ACCOUNTS_GROUP, f"{SERVICE_ACCOUNTS_GROUP}:{namespace}"],
-        **extra,
+        extra,
     )

@@ -130,7 +130,9 @@ class NodeAuthorizer:
         return None
 
     def _leases(self, node: str, attrs: Attributes) -> Verdict | None:
-        if attrs.namespace == NODE_LEASE_NAMESPACE and attrs.name == node and attrs.verb in OWN_LEASE_VERBS:
+        # A create names no lease yet: NodeRestriction checks it is the node's own.
+        own = attrs.name == node or (attrs.verb == "create" and not attrs.name)
+        if attrs.namespace == NODE_LEASE_NAMESPACE and own and attrs.verb in OWN_LEASE_VERBS:
             return _allow()
         return _deny(f"node '{node}' can only access its own lease in {NODE_LEASE_NAMESPACE}")
 

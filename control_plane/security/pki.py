@@ -159,16 +159,23 @@ class CertificateAuthority:
                 dns.append(x509.DNSName(host))
         return self._issue(_name(common_name), [ExtendedKeyUsageOID.SERVER_AUTH], days, [*dns, *ips])
 
-    def issue_client(self, user: str, groups: Iterable[str] = (), days: int = LEAF_DAYS) -> Issued:
+    def issue_client(
+        self, user: str, groups: Iterable[str] = (), days: int = LEAF_DAYS, start: datetime.datetime | None = None
+    ) -> Issued:
         """A client certificate for `user` in `groups` (CN and O, as
-        Kubernetes reads them)."""
-        return self._issue(_name(user, groups), [ExtendedKeyUsageOID.CLIENT_AUTH], days, [])
+        Kubernetes reads them), valid `days` from `start` (now)."""
+        return self._issue(_name(user, groups), [ExtendedKeyUsageOID.CLIENT_AUTH], days, [], start)
 
     def _issue(
-        self, subject: x509.Name, usages: list[x509.ObjectIdentifier], days: int, sans: list[x509.GeneralName]
+        self,
+        subject: x509.Name,
+        usages: list[x509.ObjectIdentifier],
+        days: int,
+        sans: list[x509.GeneralName],
+        start: datetime.datetime | None = None,
     ) -> Issued:
         key = _new_key()
-        now = _now()
+        now = start or _now()
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)

@@ -149,4 +149,4 @@ class ServiceAccountTokens:
         node = info.get("node")
         if isinstance(node, dict):
             extra["authentication.kubernetes.io/node-name"] = [str(node.get("name") or "")]
-        return service_account_user(namespace, name, uid, **extra)
+        return service_account_user(namespace, name, uid, extra)
