@@ -122,11 +122,21 @@ class ServiceAccountTokens:
                 algorithms=[ALGORITHM],
                 audience=audience,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-                leeway=0,
+                # Times are checked below against this signer's clock.
+                options={
+                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError as e:
             raise InvalidToken(str(e)) from None
+        now = self.clock()
+        if not isinstance(claims["exp"], int | float) or now >= claims["exp"]:
+            raise InvalidToken("the token has expired")
+        if isinstance(claims.get("nbf"), int | float) and now < claims["nbf"]:
+            raise InvalidToken("the token is not valid yet")
         info = claims.get("kubernetes.io")
         if not isinstance(info, dict):
             raise InvalidToken("the token names no service account")

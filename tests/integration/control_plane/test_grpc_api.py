@@ -110,7 +110,9 @@ async def test_errors_are_the_kubernetes_statuses(client: ApiClient, ns: str, cl
     assert (exists.value.code, exists.value.reason) == (409, "AlreadyExists")
 
     # What the client library cannot send: raw stubs.
-    async with grpc.aio.secure_channel(cluster.endpoints[0], cluster.admin_credentials.grpc()) as channel:
+    credentials = cluster.admin_credentials.grpc()
+    assert credentials is not None
+    async with grpc.aio.secure_channel(cluster.endpoints[0], credentials) as channel:
         stub = resources_pb2_grpc.ResourcesStub(channel)
         cases = [
             (

@@ -312,15 +312,18 @@ def test_nodes_touch_only_what_is_theirs(cluster: LocalCluster, admin: Api) -> N
     assert n1.call("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dn2")[0] == 403
     assert n1.call("GET", "/api/v1/pods")[0] == 403
     status = {"status": {"phase": "Running"}}
-    merge = {"content_type": "application/merge-patch+json"}
-    assert n1.call("PATCH", "/api/v1/namespaces/work/pods/on-n1/status", status, **merge)[0] == 200
-    assert n1.call("PATCH", "/api/v1/namespaces/work/pods/on-n2/status", status, **merge)[0] == 403
+    merge = "application/merge-patch+json"
+    assert n1.call("PATCH", "/api/v1/namespaces/work/pods/on-n1/status", status, content_type=merge)[0] == 200
+    assert n1.call("PATCH", "/api/v1/namespaces/work/pods/on-n2/status", status, content_type=merge)[0] == 403
     assert (
-        n1.call("PATCH", "/api/v1/namespaces/work/pods/on-n1", {"metadata": {"labels": {"a": "b"}}}, **merge)[0] == 403
+        n1.call(
+            "PATCH", "/api/v1/namespaces/work/pods/on-n1", {"metadata": {"labels": {"a": "b"}}}, content_type=merge
+        )[0]
+        == 403
     )  # only the status
     ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    assert n1.call("PATCH", "/api/v1/nodes/n1/status", ready, **merge)[0] == 200
-    assert n1.call("PATCH", "/api/v1/nodes/n2/status", ready, **merge)[0] == 403
+    assert n1.call("PATCH", "/api/v1/nodes/n1/status", ready, content_type=merge)[0] == 200
+    assert n1.call("PATCH", "/api/v1/nodes/n2/status", ready, content_type=merge)[0] == 403
     assert n1.call("POST", "/api/v1/namespaces/work/pods", pod("made-by-n1", "n1"))[0] == 403
     lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
     assert n1.call("POST", lease, {"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}})[0] == 201
