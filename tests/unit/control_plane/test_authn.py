@@ -62,7 +62,7 @@ def test_service_account_tokens_are_bound_to_live_objects() -> None:
     }
     for what, (verifier, accounts, pods) in cases.items():
         with pytest.raises(InvalidToken):
-            asyncio.run(verifier.verify(issued.token, accounts, pods))  # type: ignore[arg-type]
+            asyncio.run(verifier.verify(issued.token, accounts, pods))
             pytest.fail(what)
 
 
