@@ -1,9 +1,15 @@
-"""API server benchmark, on 3 masters on loopback, all against the leader:
+"""API server benchmark, on two 3-master clusters on loopback side by side,
+all against their leaders: a plain one (--insecure: no TLS, no
+authentication, no RBAC, no audit) and a secure one (TLS, client
+certificates, RBAC, the audit log at Metadata level, as `raftkube up` runs):
 
 - pod creates/s and p50/p99 latency through REST (aiohttp client, JSON)
   and through gRPC (the Resources service) at concurrency 16 and 64, with
-  raw store puts of a stored pod's bytes (the KV service)
-  measured in the same run, round-robin with them, as the baseline;
+  raw store puts of a stored pod's bytes (the KV service) on the plain
+  cluster measured in the same run, round-robin with them, as the baseline;
+- the same creates on the secure cluster as a user the `edit` role is
+  bound to (so RBAC evaluates its bindings on every request), against the
+  plain cluster's: what security costs;
 - listing 10,000 pods: a raw HTTP GET with the JSON parsed (orjson, with
   Python's cyclic collector paused during the parse, as control_plane's
   client does: see codec.collector_paused; fetch and parse reported apart),
@@ -37,7 +43,7 @@ from bench.store_bench import median_result
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis import codec
-from control_plane.client import ApiClient, resource
+from control_plane.client import INSECURE, ApiClient, ClientCredentials, resource
 from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
 from ha.storepb import kv_pb2
 
@@ -90,12 +96,19 @@ def template(namespace: str) -> tuple[bytes, bytes]:
 
 
 async def rest_creates(
-    api: str, namespace: str, run: str, concurrency: int, seconds: float, warmup: float = 1.0
+    api: str,
+    namespace: str,
+    run: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    credentials: ClientCredentials = INSECURE,
 ) -> LoadResult:
     before, after = template(namespace)
     url = f"{api}/api/v1/namespaces/{namespace}/pods"
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=credentials.ssl_context() or False)
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def create(w: int, i: int) -> bool:
             body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
@@ -107,11 +120,19 @@ async def rest_creates(
 
 
 async def grpc_creates(
-    endpoint: str, namespace: str, run: str, concurrency: int, seconds: float, warmup: float = 1.0
+    endpoint: str,
+    namespace: str,
+    run: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    credentials: ClientCredentials = INSECURE,
 ) -> LoadResult:
     before, after = template(namespace)
     ref = pb.ResourceRef(version="v1", resource="pods", namespace=namespace)
-    async with grpc.aio.insecure_channel(endpoint) as channel:
+    secure = credentials.grpc()
+    channel = grpc.aio.insecure_channel(endpoint) if secure is None else grpc.aio.secure_channel(endpoint, secure)
+    async with channel:
         stub = resources_pb2_grpc.ResourcesStub(channel)
 
         async def create(w: int, i: int) -> bool:
@@ -223,6 +244,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+SECURE_USER = "bench-user"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="raftkube API server benchmark")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
@@ -234,24 +258,64 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     work = tempfile.mkdtemp(prefix="raftkube-api-bench-")
     print(f"API benchmark: {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n", flush=True)
-    with LocalCluster.running(os.path.join(work, "raftkube")) as cluster:
-        run(cluster, args)
+    with (
+        LocalCluster.running(os.path.join(work, "plain"), server_args=["--insecure"]) as plain,
+        LocalCluster.running(os.path.join(work, "secure")) as secure,
+    ):
+        run(plain, secure, args)
 
 
-def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
-    leader = cluster.spec(cluster.wait_ready(60))
+def setup_secure(cluster: LocalCluster) -> ClientCredentials:
+    """The bench namespace on the secure cluster, with `edit` bound to a
+    user of its own: the credentials of that user."""
+
+    async def setup() -> None:
+        async with ApiClient(cluster.endpoints, credentials=cluster.admin_credentials) as admin:
+            await admin.create(NAMESPACES, {"metadata": {"name": "bench"}})
+            binding = {
+                "metadata": {"name": "bench-edit"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": SECURE_USER}],
+            }
+            await admin.create(resource("rolebindings", "rbac.authorization.k8s.io"), binding, "bench")
+
+    asyncio.run(setup())
+    credentials = cluster.credentials_for(SECURE_USER, [])
+
+    async def allowed() -> None:  # the binding has reached every cache
+        async with ApiClient(cluster.endpoints, credentials=credentials) as user:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await user.list(PODS, "bench")
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+
+    asyncio.run(allowed())
+    return credentials
+
+
+def run(plain: LocalCluster, secure: LocalCluster, args: argparse.Namespace) -> None:
+    leader = plain.spec(plain.wait_ready(60))
     api, endpoint = f"http://{leader.api_address}", leader.grpc_address
+    secure_leader = secure.spec(secure.wait_ready(60))
+    secure_api, secure_endpoint = f"https://{secure_leader.api_address}", secure_leader.grpc_address
 
     async def setup() -> bytes:
         async with ApiClient([endpoint]) as client:
             for ns in ("bench", "list", "watch"):
                 await client.create(NAMESPACES, {"metadata": {"name": ns}})
-            return await stored_pod(client, cluster, "bench")
+            return await stored_pod(client, plain, "bench")
 
     pod_bytes = asyncio.run(setup())
+    user = setup_secure(secure)
     print(f"a stored pod is {len(pod_bytes)} bytes; raw puts write those bytes\n", flush=True)
 
-    runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in CONCURRENCY} for k in ("store", "REST", "gRPC")}
+    systems = ("store", "REST", "gRPC", "REST secure", "gRPC secure")
+    runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in CONCURRENCY} for k in systems}
     for c in CONCURRENCY:
         for r in range(args.rounds):
             for system in runs:
@@ -259,8 +323,16 @@ def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                     result = run_load(endpoint, c, args.seconds, values=[pod_bytes])
                 elif system == "REST":
                     result = asyncio.run(rest_creates(api, "bench", f"rest-c{c}-r{r}", c, args.seconds))
-                else:
+                elif system == "gRPC":
                     result = asyncio.run(grpc_creates(endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds))
+                elif system == "REST secure":
+                    result = asyncio.run(
+                        rest_creates(secure_api, "bench", f"rest-c{c}-r{r}", c, args.seconds, credentials=user)
+                    )
+                else:
+                    result = asyncio.run(
+                        grpc_creates(secure_endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds, credentials=user)
+                    )
                 runs[system][c].append(result)
                 print(result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s "), flush=True)
     medians = {k: {c: median_result(v) for c, v in per.items()} for k, per in runs.items()}
@@ -290,6 +362,12 @@ def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 f"  c={c:<3} {via:4} pod creates {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
                 f"  p99 {m.percentile(99) * 1000:5.1f} ms  = {100 * m.rate / max(s.rate, 1):5.1f}% of raw puts"
             )
+            t = medians[f"{via} secure"][c]
+            print(
+                f"  c={c:<3} {via:4} secure      {t.rate:6.0f}/s  p50 {t.percentile(50) * 1000:5.1f} ms"
+                f"  p99 {t.percentile(99) * 1000:5.1f} ms  = {100 * t.rate / max(m.rate, 1):5.1f}% of plain"
+                f" (TLS, RBAC as {SECURE_USER}, audit)"
+            )
     for label, pairs in lists.items():
         total = statistics.median(f + p for f, p in pairs)
         fetch, parse = statistics.median(f for f, _ in pairs), statistics.median(p for _, p in pairs)
@@ -314,6 +392,13 @@ def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
     for via in ("REST", "gRPC"):
         p99 = medians[via][16].percentile(99) * 1000
         print(f"  c=16  {via:4} p99 < 100 ms:               {p99:5.1f} ms  {'met' if p99 < 100 else 'NOT met'}")
+    for c in CONCURRENCY:
+        for via in ("REST", "gRPC"):
+            loss = 1 - medians[f"{via} secure"][c].rate / max(medians[via][c].rate, 1)
+            print(
+                f"  c={c:<3} {via:4} security costs < 25% of creates/s: {100 * loss:5.1f}%"
+                f"  {'met' if loss < 0.25 else 'NOT met'}"
+            )
     for label, pairs in lists.items():
         if label.startswith("REST"):
             took = statistics.median(f + p for f, p in pairs)

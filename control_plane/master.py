@@ -254,9 +254,12 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         user_agent="raftkube-apiserver/loopback",
         credentials=loopback_credentials,
     )
-    caches = ApiServerCaches(loopback, authorization=security.authorization_mode != "AlwaysAllow")
+    # Without authentication everyone is an admin: no RBAC or node caches to keep.
+    caches = ApiServerCaches(
+        loopback, authorization=not security.insecure and security.authorization_mode != "AlwaysAllow"
+    )
     access = _access(security, api_service, caches)
-    api_service.namespace_cache = caches.namespace
+    api_service.cache = caches
     store_server.register(grpc_server, wrap=store_guard(access))
     virtual_lists = {"componentstatuses": functools.partial(component_statuses, api_service, store)}
     resources_pb2_grpc.add_ResourcesServicer_to_server(

@@ -64,11 +64,16 @@ def default_pod(obj: dict[str, Any]) -> None:
         for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
             if isinstance(c, dict):
                 _requests_from_limits(c)
-    status = obj.setdefault("status", {})
-    status.setdefault("phase", "Pending")
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def prepare_pod(obj: dict[str, Any]) -> None:
+    """What a new pod's status says of its spec as admitted (LimitRanger may
+    have given it requests): its QoS class."""
+    spec = obj.get("spec")
     if isinstance(spec, dict):
         with contextlib.suppress(ValueError, TypeError, AttributeError):  # invalid: validation says why
-            status["qosClass"] = qos_class(spec)
+            obj.setdefault("status", {})["qosClass"] = qos_class(spec)
 
 
 QOS_RESOURCES = ("cpu", "memory")
@@ -224,3 +229,10 @@ def apply_defaults(plural: str, obj: dict[str, Any]) -> None:
     defaulter = DEFAULTERS.get(plural)
     if defaulter is not None:
         defaulter(obj)
+
+
+def prepare_for_create(plural: str, obj: dict[str, Any]) -> None:
+    """After admission, before validation: what the server derives from a
+    new object (Kubernetes' PrepareForCreate)."""
+    if plural == "pods":
+        prepare_pod(obj)

@@ -1,15 +1,21 @@
 """The API server's own caches, filled through a loopback client as
-kube-apiserver fills its informers: namespaces (namespace admission), the
-RBAC objects (the RBAC authorizer's PolicySource) and the scheduled pods,
-projected to their node and the objects they use (the Node authorizer's
-PodGraph). /readyz fails until they have all listed.
+kube-apiserver fills its informers: what admission reads on every write
+(namespaces, service accounts, limit ranges, resource quotas: the
+ObjectCache), the RBAC objects (the RBAC authorizer's PolicySource) and
+the scheduled pods, projected to their node and the objects they use (the
+Node authorizer's PodGraph). /readyz fails until they have all listed.
+
+A cache is behind the store by the time an event takes to arrive: readers
+that must not be (a quota charge) read the store, or carry a compare that
+fails when the cache was stale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
+from control_plane.apis.resources import Resource
 from control_plane.client import ApiClient, Informer, resource
 from control_plane.security.node_authorizer import pod_references
 
@@ -24,10 +30,29 @@ def _node_of(obj: Object) -> list[str]:
     return [str((obj.get("spec") or {}).get("nodeName") or "")]
 
 
+class ObjectCache(Protocol):
+    def get(self, r: Resource, namespace: str, name: str) -> Object | None: ...
+
+    def list(self, r: Resource, namespace: str) -> tuple[int, list[Object]] | None:
+        """A namespace's objects and the revision the cache reflects (None:
+        this resource is not cached, or not synced)."""
+        ...
+
+
+ADMISSION_READS = (("", "namespaces"), ("", "serviceaccounts"), ("", "limitranges"), ("", "resourcequotas"))
+
+
 class ApiServerCaches:
     def __init__(self, client: ApiClient, authorization: bool = True):
         self.namespaces = Informer(client, resource("namespaces"))
         self.informers = [self.namespaces]
+        # ObjectCache: by storage prefix.
+        self._objects: dict[str, Informer] = {self.namespaces.resource.storage_prefix(): self.namespaces}
+        for group, plural in ADMISSION_READS[1:]:
+            informer = Informer(client, resource(plural, group))
+            informer.add_index("namespace", _namespace_of)
+            self._objects[informer.resource.storage_prefix()] = informer
+            self.informers.append(informer)
         # PolicySource: bumped on every RBAC change, so resolved rules are recomputed.
         self.generation = 0
         if not authorization:
@@ -65,8 +90,22 @@ class ApiServerCaches:
     def unsynced(self) -> list[str]:
         return [i.resource.plural for i in self.informers if not i.has_synced()]
 
-    def namespace(self, name: str) -> Object | None:
-        return self.namespaces.lister.get(name)
+    # -- ObjectCache ---------------------------------------------------------------------
+
+    def get(self, r: Resource, namespace: str, name: str) -> Object | None:
+        informer = self._objects.get(r.storage_prefix())
+        if informer is None or not informer.has_synced():
+            return None
+        return informer.lister.get(name, namespace if r.namespaced else "")
+
+    def list(self, r: Resource, namespace: str) -> tuple[int, list[Object]] | None:
+        informer = self._objects.get(r.storage_prefix())
+        if informer is None or not informer.has_synced() or not informer.resource_version.isdigit():
+            return None
+        revision = int(informer.resource_version)
+        if r.namespaced and namespace:
+            return revision, informer.lister.by_index("namespace", namespace)
+        return revision, informer.lister.list()
 
     # -- rbac.PolicySource ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from control_plane.apis import codec, errors
-from control_plane.apis.defaults import apply_defaults
+from control_plane.apis.defaults import apply_defaults, prepare_for_create
 from control_plane.apis.errors import ApiError, Cause
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apis.selectors import field_matcher, label_matcher
@@ -52,6 +52,7 @@ from ha.storepb import kv_pb2
 
 if TYPE_CHECKING:
     from control_plane.apiserver.admission.resource_quota import ResourceQuota
+    from control_plane.apiserver.caches import ObjectCache
     from control_plane.apiserver.reviews import Reviews
 
 Object = dict[str, Any]
@@ -71,10 +72,6 @@ async def _backoff(attempt: int) -> None:
     racing for one quota on several masters spread out."""
     if attempt:
         await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
-
-
-def _no_cache(name: str) -> Object | None:
-    return None
 
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
@@ -140,19 +137,17 @@ class ApiService:
         self.metrics = metrics
         self.registry = registry
         self.clock = clock
-        # Namespaces by name, from an informer (the master's loopback
-        # client), as kube-apiserver's namespace lifecycle admission reads
-        # them; None reads the store each time.
-        self.namespace_cache: Callable[[str], Object | None] | None = None
+        # The API server's informer caches (caches.py), which admission
+        # reads first, as kube-apiserver's plugins read their listers; None
+        # reads the store each time.
+        self.cache: ObjectCache | None = None
         # Answers to SelfSubjectAccessReviews and the like (reviews.py), and
         # the service-account token signer: set by the master that has them.
         self.reviews: Reviews | None = None
         self.tokens: ServiceAccountTokens | None = None
         self.admission: Chain
         self.quota: ResourceQuota
-        self.admission, self.quota = standard_chain(
-            self, self._store_txn, self.encode, lambda name: (self.namespace_cache or _no_cache)(name)
-        )
+        self.admission, self.quota = standard_chain(self, self._store_txn, self.encode)
 
     def now(self) -> str:
         return now_rfc3339(self.clock)
@@ -212,14 +207,26 @@ class ApiService:
 
     # -- reads for admission (admission.Reader) ----------------------------------
 
-    async def read(self, resource: Resource, namespace: str, name: str) -> Object | None:
-        """An object as this master has applied it (None: there is none)."""
+    async def read(self, resource: Resource, namespace: str, name: str, fresh: bool = False) -> Object | None:
+        """An object from the caches, or as this master has applied it
+        (None: there is none)."""
+        if not fresh and self.cache is not None:
+            cached = self.cache.get(resource, namespace, name)
+            if cached is not None:
+                return cached
         kv = await self._range_one(self.key(resource, namespace, name), "0")
         return self.decode(kv) if kv is not None else None
 
-    async def read_all(self, resource: Resource, namespace: str, revision: int = 0) -> tuple[int, list[Object]]:
-        """Every object of a resource in a namespace, as this master has
-        applied them (or at a past revision), and the revision."""
+    async def read_all(
+        self, resource: Resource, namespace: str, revision: int = 0, fresh: bool = False
+    ) -> tuple[int, list[Object]]:
+        """Every object of a resource in a namespace, from the caches or as
+        this master has applied them (or at a past revision), and the
+        revision they reflect."""
+        if not fresh and not revision and self.cache is not None:
+            cached = self.cache.list(resource, namespace)
+            if cached is not None:
+                return cached
         prefix = self.prefix(resource, namespace)
         req = kv_pb2.RangeRequest(key=prefix, range_end=prefix_end(prefix), revision=revision, serializable=True)
         resp = await self._call(self.store.range(req), "list")
@@ -308,13 +315,15 @@ class ApiService:
         if manager is not None and manager.operation == "Apply":
             meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, self.now())
         apply_defaults(resource.plural, obj)
+        # Fields are the client's as it sent them (and their defaults), not
+        # what admission adds, as Kubernetes records them.
+        if manager is not None and manager.operation != "Apply":
+            meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, self.now())
         review = AdmissionRequest(
             CREATE, resource, namespace, str(meta.get("name") or ""), obj, None, user, "", dry_run
         )
         await self.admission.admit(review)
-        apply_defaults(resource.plural, obj)  # again: admission may have added what has defaults
-        if manager is not None and manager.operation != "Apply":
-            meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, self.now())
+        prepare_for_create(resource.plural, obj)
         self._check(resource, obj, meta.get("name", ""))
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = self.now()
@@ -326,7 +335,7 @@ class ApiService:
         as_sent = codec.clone(obj.get("spec")) if resource.plural == "services" else None
         for attempt in range(WRITE_ATTEMPTS):
             async with contextlib.AsyncExitStack() as held:
-                review.stack = held
+                review.stack, review.attempt = held, attempt
                 review.reset_store_ops()
                 await self.admission.validate(review)
                 await self._allocate(resource, obj, None)
@@ -553,7 +562,7 @@ class ApiService:
         )
         for attempt in range(WRITE_ATTEMPTS):
             async with contextlib.AsyncExitStack() as held:
-                review.stack = held
+                review.stack, review.attempt = held, attempt
                 review.reset_store_ops()
                 await self.admission.validate(review)
                 if dry_run:
@@ -916,7 +925,7 @@ class ApiService:
             if not finalizers and graceful is None and not held:
                 review = AdmissionRequest(DELETE, resource, namespace, name, None, current, user, "", opts.dry_run)
                 async with contextlib.AsyncExitStack() as admitted:
-                    review.stack = admitted
+                    review.stack, review.attempt = admitted, attempt
                     await self.admission.validate(review)
                     if opts.dry_run:
                         return _success_status(resource, name, meta.get("uid", ""))

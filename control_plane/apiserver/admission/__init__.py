@@ -29,13 +29,17 @@ CREATE, UPDATE, DELETE, CONNECT = "CREATE", "UPDATE", "DELETE", "CONNECT"
 
 
 class Reader(Protocol):
-    """Reads plugins make (the API service's store, local state)."""
+    """Reads plugins make: from the API server's caches where it has them
+    (as Kubernetes' plugins read their listers), else, or when `fresh`,
+    from this master's applied state."""
 
-    async def read(self, resource: Resource, namespace: str, name: str) -> Object | None: ...
+    async def read(self, resource: Resource, namespace: str, name: str, fresh: bool = False) -> Object | None: ...
 
-    async def read_all(self, resource: Resource, namespace: str, revision: int = 0) -> tuple[int, list[Object]]:
-        """The objects (at a revision; 0: the latest applied here) and the
-        store revision they were read at."""
+    async def read_all(
+        self, resource: Resource, namespace: str, revision: int = 0, fresh: bool = False
+    ) -> tuple[int, list[Object]]:
+        """The objects (at a revision; 0: the latest known) and the store
+        revision they reflect: every change up to it is in them."""
         ...
 
 
@@ -57,6 +61,8 @@ class AdmissionRequest:
     ops: list[kv_pb2.RequestOp] = field(default_factory=list)
     # Held until the write's transaction is answered (a plugin may lock).
     stack: contextlib.AsyncExitStack | None = None
+    # How many times this write was evaluated before (a race lost): read fresh then.
+    attempt: int = 0
 
     def reset_store_ops(self) -> None:
         self.compares.clear()

@@ -16,17 +16,12 @@ from control_plane.security.authz import Authorizer
 from control_plane.security.rbac import PolicySource, RbacAuthorizer
 
 
-def standard_chain(
-    reader: Reader,
-    txn: Txn,
-    encode: Callable[[Object], bytes],
-    namespace_cache: Callable[[str], Object | None] | None = None,
-) -> tuple[Chain, ResourceQuota]:
+def standard_chain(reader: Reader, txn: Txn, encode: Callable[[Object], bytes]) -> tuple[Chain, ResourceQuota]:
     """The plugins that need only the store (and the quota plugin, which
     the service also asks to count new quotas)."""
     quota = ResourceQuota(reader, txn, encode)
     plugins: list[Plugin] = [
-        NamespaceLifecycle(reader, namespace_cache),
+        NamespaceLifecycle(reader),
         LimitRanger(reader),
         ServiceAccount(reader),
         DefaultTolerationSeconds(),

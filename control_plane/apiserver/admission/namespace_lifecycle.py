@@ -2,17 +2,15 @@
 exist or is terminating, and the system namespaces cannot be deleted.
 
 Namespaces are read from the API server's namespace cache, as Kubernetes'
-plugin reads its informer; a miss falls back to the store, since a
+plugin reads its informer; a miss falls back to the store (Reader.read), since a
 namespace created a moment ago may not be cached yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from control_plane.apis import errors
 from control_plane.apis.resources import REGISTRY, Resource
-from control_plane.apiserver.admission import CREATE, DELETE, AdmissionRequest, Object, Plugin, Reader, forbidden
+from control_plane.apiserver.admission import CREATE, DELETE, AdmissionRequest, Plugin, Reader, forbidden
 
 IMMORTAL = frozenset(("default", "kube-system", "kube-public"))
 NAMESPACES: Resource = REGISTRY.lookup("", "v1", "namespaces")  # type: ignore[assignment]
@@ -22,9 +20,8 @@ class NamespaceLifecycle(Plugin):
     name = "NamespaceLifecycle"
     operations = frozenset((CREATE, DELETE))
 
-    def __init__(self, reader: Reader, cache: Callable[[str], Object | None] | None = None):
+    def __init__(self, reader: Reader):
         self.reader = reader
-        self.cache = cache
 
     async def validate(self, req: AdmissionRequest) -> None:
         if req.operation == DELETE:
@@ -35,9 +32,7 @@ class NamespaceLifecycle(Plugin):
             return
         if not req.namespace:
             raise errors.bad_request("the namespace of the object must be given")
-        namespace = self.cache(req.namespace) if self.cache else None
-        if namespace is None:
-            namespace = await self.reader.read(NAMESPACES, "", req.namespace)
+        namespace = await self.reader.read(NAMESPACES, "", req.namespace)
         if namespace is None:
             raise errors.not_found("", "namespaces", req.namespace)
         if (namespace.get("metadata") or {}).get("deletionTimestamp"):

@@ -30,7 +30,7 @@ from typing import Any
 
 from control_plane.apis.quantity import format_quantity, parse_quantity
 from control_plane.apis.resources import REGISTRY, Resource
-from control_plane.apiserver.admission import DELETE, AdmissionRequest, Object, Plugin, Reader, forbidden
+from control_plane.apiserver.admission import DELETE, UPDATE, AdmissionRequest, Object, Plugin, Reader, forbidden
 from control_plane.apiserver.object_keys import object_key, object_prefix
 from ha.keys import prefix_end
 from ha.storepb import kv_pb2
@@ -149,16 +149,21 @@ class ResourceQuota(Plugin):
         )
 
     async def validate(self, req: AdmissionRequest) -> None:
-        before = usage(req.resource, req.old)
-        after = {} if req.operation == DELETE else usage(req.resource, req.obj)
-        delta = {k: after.get(k, Decimal(0)) - before.get(k, Decimal(0)) for k in before.keys() | after.keys()}
-        delta = {k: v for k, v in delta.items() if v}
-        if not delta:
-            return
-        revision, quotas = await self.reader.read_all(RESOURCE_QUOTAS, req.namespace)
+        # The cache is good enough to learn there is no quota (the compare
+        # below catches one made since); a quota to charge is read fresh,
+        # under the namespace's lock.
+        revision, quotas = await self.reader.read_all(RESOURCE_QUOTAS, req.namespace, fresh=req.attempt > 0)
+        delta: Usage = {}
+        if quotas or req.operation == UPDATE:
+            before = usage(req.resource, req.old)
+            after = {} if req.operation == DELETE else usage(req.resource, req.obj)
+            delta = {k: after.get(k, Decimal(0)) - before.get(k, Decimal(0)) for k in before.keys() | after.keys()}
+            delta = {k: v for k, v in delta.items() if v}
+            if not delta:
+                return  # (creates and deletes always change an object count)
         if quotas and req.stack is not None:
             await req.stack.enter_async_context(self._locks.setdefault(req.namespace, asyncio.Lock()))
-            revision, quotas = await self.reader.read_all(RESOURCE_QUOTAS, req.namespace)
+            revision, quotas = await self.reader.read_all(RESOURCE_QUOTAS, req.namespace, fresh=True)
         prefix = object_prefix(RESOURCE_QUOTAS, req.namespace)
         # No quota of the namespace changed since they were read.
         req.compares.append(
@@ -211,14 +216,14 @@ class ResourceQuota(Plugin):
         The quota as stored, or None if it is gone."""
         key = object_key(RESOURCE_QUOTAS, namespace, name)
         for attempt in range(self.attempts):
-            revision, quotas = await self.reader.read_all(RESOURCE_QUOTAS, namespace)
+            revision, quotas = await self.reader.read_all(RESOURCE_QUOTAS, namespace, fresh=True)
             quota = next((q for q in quotas if q["metadata"]["name"] == name), None)
             if quota is None:
                 return None
             hard = (quota.get("spec") or {}).get("hard") or {}
             used: Usage = dict.fromkeys(hard, Decimal(0))
             for resource in _tracked(list(hard)):
-                _, objects = await self.reader.read_all(resource, namespace, revision)
+                _, objects = await self.reader.read_all(resource, namespace, revision, fresh=True)
                 for obj in objects:
                     for k, v in usage(resource, obj).items():
                         if k in used:

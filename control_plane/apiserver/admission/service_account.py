@@ -8,7 +8,7 @@ every container at /var/run/secrets/kubernetes.io/serviceaccount.
 
 from __future__ import annotations
 
-import secrets
+import random
 
 from control_plane.apis.resources import REGISTRY, Resource
 from control_plane.apiserver.admission import CREATE, AdmissionRequest, Plugin, Reader, forbidden
@@ -77,7 +77,8 @@ class ServiceAccount(Plugin):
         ]
         if any(m.get("mountPath") == MOUNT_PATH for c in containers for m in c.get("volumeMounts") or ()):
             return  # the pod mounts something of its own there
-        volume = f"kube-api-access-{''.join(secrets.choice(_ALPHABET) for _ in range(5))}"
+        # A name, not a secret: Kubernetes draws it from math/rand too.
+        volume = f"kube-api-access-{''.join(random.choices(_ALPHABET, k=5))}"
         spec.setdefault("volumes", []).append(api_access_volume(volume))
         for container in containers:
             container.setdefault("volumeMounts", []).append({"name": volume, "readOnly": True, "mountPath": MOUNT_PATH})

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.apis.defaults import apply_defaults
+from control_plane.apis.defaults import apply_defaults, prepare_for_create
 from control_plane.apis.quantity import parse_quantity
 from control_plane.apis.resources import REGISTRY
 from control_plane.apis.validation import validate
@@ -48,6 +48,7 @@ def pod(*containers: dict[str, Any]) -> dict[str, Any]:
 
 def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
     apply_defaults("pods", obj)
+    prepare_for_create("pods", obj)
     return obj
 
 
