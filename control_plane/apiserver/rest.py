@@ -501,7 +501,8 @@ def _audit_body(request: web.Request, body: Any) -> None:
     audit = request.get("audit")
     if audit is None:
         return
-    audit.request_object = body
+    if audit.level in ("Request", "RequestResponse"):
+        audit.request_object = codec.clone(body)  # as received: the service completes the object
     if isinstance(body, dict):
         audit.object_name = str((body.get("metadata") or {}).get("name") or "")
 

@@ -295,8 +295,9 @@ class ApiService:
                 raise errors.method_not_allowed(f"{resource.plural} are not served by this API server")
             self._check_body_identity(resource, obj, namespace, None)
             return await self.reviews.create(resource, namespace, obj, user)
+        # The object is the caller's to give: it is completed and stored as
+        # it is (the front ends pass what they just parsed), not copied.
         self._check_body_identity(resource, obj, namespace, None)
-        obj = codec.clone(obj)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise errors.invalid(
