@@ -39,7 +39,6 @@ def describe(cluster: LocalCluster, leader: str) -> str:
             f"  {m.id}  API {cluster.scheme}://{m.api_address}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
             f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
         )
-    endpoints = ",".join(cluster.endpoints)
     raftkube = _command_name()
     lines += [
         "",
@@ -52,7 +51,6 @@ def describe(cluster: LocalCluster, leader: str) -> str:
         f"  {raftkube} store --dir {cluster.directory} status",
         f"  {raftkube} store --dir {cluster.directory} put /hello world",
         f"  grpcurl {grpcurl_flags(cluster)} {cluster.endpoints[0]} list",
-        f"  export RAFTKUBE_ENDPOINTS={endpoints}",
     ]
     return "\n".join(lines)
 
