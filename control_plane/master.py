@@ -332,6 +332,9 @@ def _access(security: SecurityConfig, service: ApiService, caches: ApiServerCach
     if security.audit_log_path:
         policy = load_policy(security.audit_policy_file) if security.audit_policy_file else parse_policy(DEFAULT_POLICY)
         auditor = Auditor(policy, security.audit_log_path)
+    if security.client_ca_file:
+        with open(security.client_ca_file, encoding="ascii") as f:
+            service.root_ca_pem = f.read()
     if security.service_account_key_file:
         service.tokens = ServiceAccountTokens.from_files(
             security.service_account_key_file, security.service_account_signing_key_file or None

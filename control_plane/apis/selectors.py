@@ -120,3 +120,27 @@ def field_equalities(selector: str) -> dict[str, str]:
         if eq and eq.group(2) != "!=":
             out[eq.group(1)] = eq.group(3)
     return out
+
+
+_NOT_A_STRING = re.compile(r"^(-?\d+(\.\d+)?|true|false)$")
+
+
+def field_prefilter(selector: str) -> Callable[[bytes], bool]:
+    """A test on an object's stored JSON that is False only when the object
+    cannot match the field selector, so a watch need not parse the objects
+    it will not send (a node's watch of its pods sees every pod in the
+    cluster change). `path=value` needs `"value"` somewhere in the bytes,
+    `path!=` (set at all) needs the key; anything else is not pre-judged."""
+    needles: list[bytes] = []
+    for part in _split(selector or ""):
+        eq = _EQ.match(part)
+        if not eq:
+            return lambda raw: True
+        path, op, value = eq.groups()
+        if op != "!=" and value and not _NOT_A_STRING.match(value):
+            needles.append(b'"%s"' % value.encode())
+        elif op == "!=" and not value:
+            needles.append(b'"%s":' % path.rsplit(".", 1)[-1].encode())
+    if not needles:
+        return lambda raw: True
+    return lambda raw: all(needle in raw for needle in needles)

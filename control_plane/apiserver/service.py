@@ -33,11 +33,12 @@ from control_plane.apis import codec, errors
 from control_plane.apis.defaults import apply_defaults, prepare_for_create
 from control_plane.apis.errors import ApiError, Cause
 from control_plane.apis.resources import REGISTRY, Registry, Resource
-from control_plane.apis.selectors import field_matcher, label_matcher
+from control_plane.apis.selectors import field_matcher, field_prefilter, label_matcher
 from control_plane.apis.validation import validate
 from control_plane.apiserver import allocators, managed_fields
 from control_plane.apiserver.admission import CREATE, DELETE, UPDATE, AdmissionRequest, Chain
 from control_plane.apiserver.admission.chain import standard_chain
+from control_plane.apiserver.admission.service_account import ROOT_CA_CONFIGMAP
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.object_keys import object_key, object_prefix
@@ -145,6 +146,8 @@ class ApiService:
         # the service-account token signer: set by the master that has them.
         self.reviews: Reviews | None = None
         self.tokens: ServiceAccountTokens | None = None
+        # The cluster CA certificate (PEM), published in every namespace.
+        self.root_ca_pem = ""
         self.admission: Chain
         self.quota: ResourceQuota
         self.admission, self.quota = standard_chain(self, self._store_txn, self.encode)
@@ -356,7 +359,7 @@ class ApiService:
             if resp.succeeded:
                 meta["resourceVersion"] = str(resp.header.revision)
                 if resource.plural == "namespaces":
-                    await self._default_service_account(meta["name"])
+                    await self._namespace_defaults(meta["name"])
                 if resource.plural == "resourcequotas":
                     obj = await self.quota.recount(namespace, meta["name"]) or obj
                 return obj
@@ -1028,6 +1031,7 @@ class ApiService:
         first as ADDED; from N, every change after N."""
         labels = label_matcher(opts.label_selector)
         fields = field_matcher(opts.field_selector)
+        may_match = field_prefilter(opts.field_selector)
         if name:
             fields_only = fields
             fields = lambda obj: fields_only(obj) and (obj.get("metadata") or {}).get("name") == name  # noqa: E731
@@ -1071,6 +1075,8 @@ class ApiService:
                         }
                     continue
                 for ev in resp.events:
+                    if not (may_match(ev.kv.value) or (ev.HasField("prev_kv") and may_match(ev.prev_kv.value))):
+                        continue  # it cannot match the field selector: not parsed
                     event = self._translate(ev, labels, fields)
                     if event is not None:
                         yield event
@@ -1103,17 +1109,25 @@ class ApiService:
 
     # -- bootstrap -----------------------------------------------------------------
 
-    async def _default_service_account(self, namespace: str) -> None:
-        """Every namespace has a `default` ServiceAccount, made here with it
-        until a service-account controller takes that over. The namespace
-        is created either way: a failure here is logged, not returned."""
+    async def _namespace_defaults(self, namespace: str) -> None:
+        """Every namespace has a `default` ServiceAccount and the
+        `kube-root-ca.crt` ConfigMap (the CA pods use to trust the API: the
+        ServiceAccount admission mounts it), made here with it until the
+        controllers that own them in Kubernetes exist. The namespace is
+        created either way: a failure here is logged, not returned."""
         accounts = self.registry.lookup("", "v1", "serviceaccounts")
-        assert accounts is not None
-        try:
-            await self.create(accounts, namespace, {"metadata": {"name": "default"}})
-        except ApiError as e:
-            if e.code != 409:
-                log.warning("namespace %s: no default ServiceAccount yet: %s", namespace, e)
+        configmaps = self.registry.lookup("", "v1", "configmaps")
+        assert accounts is not None and configmaps is not None
+        defaults: list[tuple[Resource, Object]] = [(accounts, {"metadata": {"name": "default"}})]
+        if self.root_ca_pem:
+            root_ca = {"metadata": {"name": ROOT_CA_CONFIGMAP}, "data": {"ca.crt": self.root_ca_pem}}
+            defaults.append((configmaps, root_ca))
+        for resource, obj in defaults:
+            try:
+                await self.create(resource, namespace, obj)
+            except ApiError as e:
+                if e.code != 409:
+                    log.warning("namespace %s: no %s %s yet: %s", namespace, resource.kind, obj["metadata"]["name"], e)
 
     async def ensure_default_policy(self) -> None:
         """The default ClusterRoles and bindings (bootstrap_policy), created

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,10 +257,14 @@ def test_invalid_answers_carry_field_causes(api: Api, ns: str) -> None:
     assert {"metadata.name", "spec.containers"} <= fields
 
 
-def test_a_namespace_comes_with_its_default_service_account(api: Api, ns: str) -> None:
+def test_a_namespace_comes_with_its_default_service_account_and_root_ca(
+    api: Api, ns: str, cluster: LocalCluster
+) -> None:
     account = api.ok("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default")
     assert account["metadata"]["namespace"] == ns and account["metadata"]["uid"]
     assert api.ok("GET", "/api/v1/namespaces/kube-system/serviceaccounts/default")["kind"] == "ServiceAccount"
+    root_ca = api.ok("GET", f"/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt")
+    assert root_ca["data"]["ca.crt"] == Path(cluster.security.ca_paths()[0]).read_text()
 
 
 def test_creating_in_a_missing_namespace_is_not_found(api: Api) -> None:

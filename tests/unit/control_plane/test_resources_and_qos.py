@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from control_plane.apis import codec
 from control_plane.apis.defaults import apply_defaults, prepare_for_create
 from control_plane.apis.quantity import parse_quantity
 from control_plane.apis.resources import REGISTRY
+from control_plane.apis.selectors import field_matcher, field_prefilter
 from control_plane.apis.validation import validate
 
 
@@ -90,3 +92,21 @@ def test_resource_validation() -> None:
         == 'Invalid value: "2": must be less than or equal to cpu limit of 1'
     )
     assert not validate(pods, defaulted(pod({"resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}}})))
+
+
+@pytest.mark.parametrize(
+    "selector, obj, parsed",
+    [
+        pytest.param("spec.nodeName=n1", {"spec": {"nodeName": "n1"}}, True, id="equal"),
+        pytest.param("spec.nodeName=n1", {"spec": {"nodeName": "n2"}}, False, id="other"),
+        pytest.param("spec.nodeName!=", {"spec": {"nodeName": "n2"}}, True, id="set"),
+        pytest.param("spec.nodeName!=", {"spec": {}}, False, id="unset"),
+        pytest.param("spec.replicas=3", {"spec": {"replicas": 3}}, True, id="a-number"),
+        pytest.param("status.phase!=Failed,metadata.name=a", {"metadata": {"name": "a"}}, True, id="combined"),
+        pytest.param("spec.unschedulable=true", {"spec": {"unschedulable": True}}, True, id="a-bool"),
+    ],
+)
+def test_the_field_prefilter_skips_only_what_cannot_match(selector: str, obj: dict[str, Any], parsed: bool) -> None:
+    passes = field_prefilter(selector)(codec.dumps(obj))
+    assert passes is parsed
+    assert passes or not field_matcher(selector)(obj)  # never drops a match
