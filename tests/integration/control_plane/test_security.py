@@ -4,6 +4,7 @@ ResourceQuota kept exact across masters, and the audit log."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
@@ -23,6 +24,7 @@ import pytest
 
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
+from control_plane.client import ApiClient, resource
 from control_plane.client.credentials import ClientCredentials
 from control_plane.local_cluster import LocalCluster
 from control_plane.security.pki import CertificateAuthority
@@ -415,6 +417,13 @@ def test_every_mutating_request_is_audited_and_secrets_never_appear(cluster: Loc
     admin.ok("PUT", "/api/v1/namespaces/audited/configmaps/c", {"metadata": {"name": "c"}, "data": {"a": "1"}})
     admin.ok("DELETE", "/api/v1/namespaces/audited/configmaps/c")
     admin.ok("DELETE", f"{base}/pw")
+
+    async def over_grpc() -> None:  # the gRPC front end audits as REST does
+        async with ApiClient(cluster.endpoints, credentials=cluster.admin_credentials) as client:
+            await client.create(resource("configmaps"), {"metadata": {"name": "via-grpc"}}, "audited")
+            await client.delete(resource("configmaps"), "via-grpc", "audited")
+
+    asyncio.run(over_grpc())
     wanted = {
         ("create", "secrets", "pw"),
         ("patch", "secrets", "pw"),
@@ -422,6 +431,8 @@ def test_every_mutating_request_is_audited_and_secrets_never_appear(cluster: Loc
         ("create", "configmaps", "c"),
         ("update", "configmaps", "c"),
         ("delete", "configmaps", "c"),
+        ("create", "configmaps", "via-grpc"),
+        ("delete", "configmaps", "via-grpc"),
     }
 
     def seen() -> set[tuple[str, str, str]]:
