@@ -25,18 +25,21 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis.errors import ApiError
-from control_plane.apiserver import grpc_service
+from control_plane.apiserver import grpc_service, node_service
 from control_plane.apiserver.access import Access
 from control_plane.apiserver.admission.chain import with_authorization
 from control_plane.apiserver.caches import ApiServerCaches
 from control_plane.apiserver.components import component_statuses
 from control_plane.apiserver.grpc_service import ResourcesService
 from control_plane.apiserver.metrics import ApiMetrics
+from control_plane.apiserver.node_logs import NodeLogs
+from control_plane.apiserver.node_service import NodeService
 from control_plane.apiserver.rest import RestApi
 from control_plane.apiserver.reviews import Reviews
 from control_plane.apiserver.service import ApiService, VirtualLists
 from control_plane.apiserver.store_access import store_guard
 from control_plane.client import INSECURE, ApiClient, ClientCredentials, resource
+from control_plane.nodepb import node_pb2_grpc
 from control_plane.security.audit import DEFAULT_POLICY, Auditor, load_policy, parse_policy
 from control_plane.security.authn import Authenticator, load_token_file
 from control_plane.security.authz import AlwaysAllow, Authorizer, Chain, PrivilegedGroups
@@ -265,12 +268,14 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     resources_pb2_grpc.add_ResourcesServicer_to_server(
         ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists, access=access), grpc_server
     )
+    node_pb2_grpc.add_NodeServicer_to_server(NodeService(api_service, access), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
         (
             *SERVICE_NAMES,
             grpc_service.SERVICE_NAME,
+            node_service.SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -296,8 +301,11 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     loop.add_signal_handler(signal.SIGUSR2, lambda: _log_raft_state(store_server))
     health_task = loop.create_task(_report_health(store_server, health_servicer))
     bootstrapped = asyncio.Event()
+    node_logs = NodeLogs(loopback_credentials.grpc())
     api_runner = (
-        await _start_rest(config, api_service, api_metrics, store, virtual_lists, caches, access, bootstrapped)
+        await _start_rest(
+            config, api_service, api_metrics, store, virtual_lists, caches, access, bootstrapped, node_logs
+        )
         if config.api_address
         else None
     )
@@ -315,6 +323,7 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
         if api_runner is not None:
             await api_runner.cleanup()
         await caches.stop()
+        await node_logs.close()
         await loopback.close()
         await grpc_server.stop(grace=1.0)
         await store_server.stop()
@@ -382,6 +391,7 @@ async def _start_rest(
     caches: ApiServerCaches,
     access: Access,
     bootstrapped: asyncio.Event,
+    node_logs: NodeLogs,
 ) -> web.AppRunner:
     async def readiness() -> list[tuple[str, bool, str]]:
         status = await store.status()
@@ -400,6 +410,7 @@ async def _start_rest(
         readiness=readiness,
         virtual_lists=virtual_lists,
         access=access,
+        node_logs=node_logs,
     )
     runner = web.AppRunner(rest.app, access_log=None)
     await runner.setup()

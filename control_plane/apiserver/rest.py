@@ -22,6 +22,7 @@ from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
 from control_plane.apiserver.access import Access, certificate_identity, request_attributes
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
+from control_plane.apiserver.node_logs import LogOptions, NodeLogs
 from control_plane.apiserver.patch import APPLY_PATCH
 from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions, VirtualLists
 from control_plane.security.authn import Credentials
@@ -76,10 +77,12 @@ class RestApi:
         readiness: Callable[[], Awaitable[list[tuple[str, bool, str]]]] | None = None,
         virtual_lists: VirtualLists | None = None,
         access: Access | None = None,
+        node_logs: NodeLogs | None = None,
     ):
         self.service = service
         # None: --insecure (no authentication; everyone is a cluster admin).
         self.access = access or Access(None)
+        self.node_logs = node_logs
         self.metrics = metrics
         self.registry = registry
         self.server_address = server_address
@@ -243,7 +246,7 @@ class RestApi:
                     await self.service.get_scale(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
                 )
             if t.subresource == "log":
-                return await self._log(t, q.get("container", ""))
+                return await self._log(request, t)
             obj = await self.service.get(t.resource, t.namespace, t.name, q.get("resourceVersion", ""))
             return self._render(request, t.resource, obj, [obj])
         if t.resource.virtual:
@@ -407,16 +410,49 @@ class RestApi:
             return _json(tables.table(resource.plural, objects, list_meta))
         return _json(body)
 
-    async def _log(self, t: Target, container: str) -> web.Response:
-        container, node = await self.service.log_target(t.resource, t.namespace, t.name, container)
-        if not node:  # not scheduled: no log yet, an empty one as Kubernetes answers
+    async def _log(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        container, node_name = await self.service.log_target(t.resource, t.namespace, t.name, q.get("container", ""))
+        if not node_name:  # not scheduled: no log yet, an empty one as Kubernetes answers
             return web.Response(body=b"", content_type="text/plain")
-        raise errors.ApiError(
-            503,
-            "ServiceUnavailable",
-            f'cannot read the log of container "{container}" of pod "{t.name}" on node "{node}": '
-            "this API server does not stream logs from node agents yet",
-        )
+        if self.node_logs is None:
+            raise errors.unavailable("this API server does not read logs from node agents")
+        nodes = self.registry.lookup("", "v1", "nodes")
+        pods = self.registry.lookup("", "v1", "pods")
+        assert nodes is not None and pods is not None
+        node = await self.service.read(nodes, "", node_name)
+        if node is None:
+            raise errors.unavailable(
+                f'cannot read the log of container "{container}" of pod "{t.name}" on node "{node_name}": '
+                "the node is not registered"
+            )
+        pod = await self.service.get(pods, t.namespace, t.name, "0")
+        try:
+            opts = LogOptions(
+                follow=_flag(q.get("follow")) if "follow" in q else False,
+                previous=_flag(q.get("previous")) if "previous" in q else False,
+                tail_lines=int(q.get("tailLines") or 0),
+                since_seconds=int(q.get("sinceSeconds") or 0),
+                timestamps=_flag(q.get("timestamps")) if "timestamps" in q else False,
+                limit_bytes=int(q.get("limitBytes") or 0),
+            )
+        except ValueError:
+            raise errors.bad_request("tailLines, sinceSeconds and limitBytes must be integers") from None
+        chunks = self.node_logs.stream(node, t.namespace, t.name, pod["metadata"].get("uid", ""), container, opts)
+        # An error before the first byte is a Status, not a broken stream.
+        first = await anext(aiter(chunks), b"")
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        try:
+            if first:
+                await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
+        except (ConnectionResetError, ApiError):
+            pass
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
 
     async def _readyz(self, request: web.Request) -> web.Response:
         checks = await self.readiness() if self.readiness else []

@@ -1,6 +1,13 @@
-"""Entry point of the `raftkube` command."""
+"""Entry point of the `raftkube` command.
+
+Commands of the layers above the control plane (the node agent's `agent`)
+join through the "raftkube.commands" entry points declared in
+pyproject.toml, so the control plane never imports them.
+"""
 
 from __future__ import annotations
+
+from importlib.metadata import entry_points
 
 import click
 
@@ -21,6 +28,8 @@ cli.add_command(server)
 cli.add_command(up)
 cli.add_command(down)
 cli.add_command(store)
+for entry in entry_points(group="raftkube.commands"):
+    cli.add_command(entry.load(), entry.name)
 
 
 def main() -> None:

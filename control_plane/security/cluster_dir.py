@@ -9,6 +9,7 @@ cluster directory, kubeadm-style:
                                and the other masters (system:apiserver, system:masters)
     pki/admin.crt/.key         CN=kubernetes-admin, O=system:masters
     pki/nodes/<name>.crt/.key  CN=system:node:<name>, O=system:nodes
+    pki/nodes/<name>-serving.crt/.key    the agent's own server (logs), for its hosts
     pki/sa.key, sa.pub         the service-account token signing key
     audit-policy.yaml          what the masters audit (audit.k8s.io/v1 Policy)
 
@@ -68,15 +69,21 @@ class ClusterDir:
     def node_paths(self, node: str) -> tuple[str, str]:
         return _pair(os.path.join(self.pki, "nodes"), node)
 
+    def node_serving_paths(self, node: str) -> tuple[str, str]:
+        return _pair(os.path.join(self.pki, "nodes"), f"{node}-serving")
+
     def admin_paths(self) -> tuple[str, str]:
         return _pair(self.pki, "admin")
 
     def sa_paths(self) -> tuple[str, str]:
         return os.path.join(self.pki, "sa.pub"), os.path.join(self.pki, "sa.key")
 
-    def init(self, masters: Mapping[str, Iterable[str]], nodes: Iterable[str] = ()) -> list[str]:
+    def init(
+        self, masters: Mapping[str, Iterable[str]], nodes: Iterable[str] | Mapping[str, Iterable[str]] = ()
+    ) -> list[str]:
         """Write whatever of the layout is missing for these masters (id ->
-        the hosts it is reached at) and nodes; the paths written."""
+        the hosts it is reached at) and nodes (names, or name -> hosts;
+        127.0.0.1 and the name by default); the paths written."""
         written: list[str] = []
         os.makedirs(self.directory, exist_ok=True)
         if not os.path.exists(self.secret_path):
@@ -98,10 +105,13 @@ class ClusterDir:
             written += _issue(self.master_paths(member_id), serving)
             loopback = functools.partial(ca.issue_client, APISERVER_USER, [SYSTEM_MASTERS])
             written += _issue(self.loopback_paths(member_id), loopback)
-        for node in nodes:
+        node_hosts = dict(nodes) if isinstance(nodes, Mapping) else {n: ["127.0.0.1", n] for n in nodes}
+        for node, hosts in node_hosts.items():
             written += _issue(
                 self.node_paths(node), functools.partial(ca.issue_client, f"system:node:{node}", ["system:nodes"])
             )
+            serving = functools.partial(ca.issue_serving, f"system:node:{node}", list(hosts))
+            written += _issue(self.node_serving_paths(node), serving)
         written += _issue(self.admin_paths(), functools.partial(ca.issue_client, ADMIN_USER, [ADMIN_GROUP]))
         written += _issue(self.sa_paths(), service_account_key)
         if not os.path.exists(self.audit_policy_path):

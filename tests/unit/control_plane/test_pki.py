@@ -87,6 +87,8 @@ def test_secrets_are_0600_and_a_second_init_keeps_the_ca(cluster_dir: ClusterDir
         "masters/m3-loopback.key",
         "masters/m3.crt",
         "masters/m3.key",
+        "nodes/n2-serving.crt",
+        "nodes/n2-serving.key",
         "nodes/n2.crt",
         "nodes/n2.key",
     ]

@@ -1,0 +1,129 @@
+"""`raftkube agent`: run a node agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+import click
+import grpc
+import uvloop
+
+from control_plane.client import INSECURE, ClientCredentials
+from control_plane.nodepb import node_pb2_grpc
+from node_agent.agent import Agent, AgentConfig
+from node_agent.log_service import LogService
+from node_agent.runtime.process import ProcessRuntime
+
+log = logging.getLogger(__name__)
+
+
+def _endpoints(values: tuple[str, ...]) -> list[str]:
+    out = [e.strip() for v in values for e in v.split(",") if e.strip()]
+    if not out:
+        raise click.UsageError("--server HOST:PORT (a master's gRPC address) is required, once or more")
+    return out
+
+
+@click.command()
+@click.option("--name", required=True, help="The node's name (its certificate must be system:node:NAME).")
+@click.option("--server", "servers", multiple=True, help="A master's gRPC address, HOST:PORT (repeat, or commas).")
+@click.option("--runtime", type=click.Choice(["process"]), default="process", show_default=True)
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Pods' logs and state.")
+@click.option("--cluster-dir", type=click.Path(file_okay=False), help="A `raftkube init` directory (CA, node certs).")
+@click.option("--ca-file", default="", help="The cluster CA (PEM).")
+@click.option("--cert-file", default="", help="The node's client certificate (CN=system:node:NAME).")
+@click.option("--key-file", default="", help="Its key.")
+@click.option("--serving-cert-file", default="", help="The certificate the agent serves logs with.")
+@click.option("--serving-key-file", default="", help="Its key.")
+@click.option("--listen-address", default="127.0.0.1:0", show_default=True, help="Where the agent serves logs.")
+@click.option("--node-ip", default="127.0.0.1", show_default=True, help="The node's InternalIP.")
+@click.option("--heartbeat-interval", default=10.0, show_default=True, help="Seconds between lease renewals.")
+@click.option("--lease-duration", default=40, show_default=True, help="Seconds a renewal lasts.")
+@click.option("--insecure", is_flag=True, help="Plaintext, no certificates (masters started with --insecure).")
+@click.option("--log-level", default="info", show_default=True)
+def agent(
+    name: str,
+    servers: tuple[str, ...],
+    runtime: str,
+    data_dir: str,
+    cluster_dir: str | None,
+    ca_file: str,
+    cert_file: str,
+    key_file: str,
+    serving_cert_file: str,
+    serving_key_file: str,
+    listen_address: str,
+    node_ip: str,
+    heartbeat_interval: float,
+    lease_duration: int,
+    insecure: bool,
+    log_level: str,
+) -> None:
+    """Run a node agent: register NAME, renew its lease, run its pods."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cluster_dir:
+        pki = os.path.join(cluster_dir, "pki")
+        ca_file = ca_file or os.path.join(pki, "ca.crt")
+        cert_file = cert_file or os.path.join(pki, "nodes", f"{name}.crt")
+        key_file = key_file or os.path.join(pki, "nodes", f"{name}.key")
+        serving_cert_file = serving_cert_file or os.path.join(pki, "nodes", f"{name}-serving.crt")
+        serving_key_file = serving_key_file or os.path.join(pki, "nodes", f"{name}-serving.key")
+    if not insecure and not (ca_file and cert_file and key_file and serving_cert_file and serving_key_file):
+        raise click.UsageError(
+            "the agent speaks mTLS: give --cluster-dir, or --ca-file, --cert-file, --key-file, "
+            "--serving-cert-file and --serving-key-file (or --insecure for a plaintext cluster)"
+        )
+    try:
+        credentials = INSECURE if insecure else ClientCredentials.from_files(ca_file, cert_file, key_file)
+    except OSError as e:
+        click.echo(f"raftkube agent: {e}", err=True)
+        sys.exit(2)
+    config = AgentConfig(
+        name=name,
+        endpoints=_endpoints(servers),
+        credentials=credentials,
+        data_dir=os.path.abspath(data_dir),
+        node_ip=node_ip,
+        heartbeat_interval=heartbeat_interval,
+        lease_duration=lease_duration,
+    )
+    serving = None if insecure else (serving_cert_file, serving_key_file, ca_file)
+    uvloop.run(run_agent(config, listen_address, serving))
+
+
+async def run_agent(config: AgentConfig, listen_address: str, serving: tuple[str, str, str] | None) -> None:
+    os.makedirs(config.data_dir, exist_ok=True)
+    runtime = ProcessRuntime(os.path.join(config.data_dir, "containers"))
+    server = grpc.aio.server()
+    if serving is None:
+        port = server.add_insecure_port(listen_address)
+    else:
+        cert, key, ca = (open(path, "rb").read() for path in serving)  # noqa: SIM115 - read whole, closed at once
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+        port = server.add_secure_port(listen_address, credentials)
+    config.port = port
+    agent = Agent(config, runtime)
+    node_pb2_grpc.add_AgentServicer_to_server(LogService(lambda: [w for w, _ in agent.workers.values()]), server)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while True:
+        try:
+            await agent.start()
+            break
+        except grpc.aio.AioRpcError as e:
+            log.warning("cannot register yet (%s): trying again", e.details())
+            await asyncio.sleep(1.0)
+    log.info("node agent %s running (logs on port %d, masters %s)", config.name, port, ",".join(config.endpoints))
+    await stop.wait()
+    log.info("node agent %s stopping; its containers keep running", config.name)
+    await agent.stop()
+    with contextlib.suppress(Exception):
+        await server.stop(grace=1.0)

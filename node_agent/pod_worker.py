@@ -1,0 +1,434 @@
+"""One pod's life on its node, as the kubelet's pod worker lives it: init
+containers in order, then the containers; restarts by restartPolicy with
+CrashLoopBackOff (10 s doubling to 5 min, forgotten after 10 min of
+running); startup, liveness and readiness probes; graceful deletion
+(SIGTERM, the grace period, SIGKILL); and the pod's status (phase,
+conditions, containerStatuses) reported whenever it changes.
+
+The worker never raises out of its loop: whatever fails is a reason in the
+status (CreateContainerConfigError, RunContainerError, ...) and the pod is
+tried again, so one bad pod cannot stop the agent serving the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from node_agent.environment import ConfigError, Lookup, container_env
+from node_agent.probes import Prober, ProbeSpec, run_probe
+from node_agent.runtime import ContainerConfig, ContainerStatus, Runtime, StartFailed, State
+
+log = logging.getLogger(__name__)
+Object = dict[str, Any]
+
+BACKOFF_INITIAL = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET_AFTER = 600.0  # running this long forgets past crashes
+
+
+def rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@dataclass
+class Container:
+    """What the worker knows of one container of the pod."""
+
+    spec: Object
+    init: bool = False
+    current: ContainerStatus | None = None
+    last: ContainerStatus | None = None
+    restarts: int = 0
+    backoff: float = 0.0
+    not_before: float = 0.0  # backing off until
+    waiting: tuple[str, str] = ("ContainerCreating", "")
+    ready: bool = False
+    started: bool = False  # the startup probe passed (or there is none)
+    probes: list[asyncio.Task[None]] = field(default_factory=list)
+    done: bool = False  # will not run again (restart policy)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", ""))
+
+
+@dataclass
+class Node:
+    """What the worker needs of its agent."""
+
+    name: str
+    host_ip: str
+    runtime: Runtime
+    pod_dir: Callable[[str], str]
+    lookup: Lookup
+    report: Callable[[Object, Object], Awaitable[None]]  # (pod, status)
+    stopped: Callable[[Object], Awaitable[None]]  # the pod has stopped: end its deletion
+    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+
+class PodWorker:
+    def __init__(self, node: Node, pod: Object, pod_ip: str):
+        self.node = node
+        self.pod = pod
+        self.pod_ip = pod_ip
+        self.uid = str(pod["metadata"]["uid"])
+        spec = pod.get("spec") or {}
+        self.containers = [Container(c, init=True) for c in spec.get("initContainers") or ()] + [
+            Container(c) for c in spec.get("containers") or ()
+        ]
+        self.started_at = time.time()
+        self.gone = False  # deleted from the API without a graceful stop
+        self._wake = asyncio.Event()
+        self._reported: Object | None = None
+        self._transitions: dict[str, tuple[str, str]] = {}
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def update(self, pod: Object) -> None:
+        self.pod = pod
+        self._wake.set()
+
+    def removed(self) -> None:
+        self.gone = True
+        self._wake.set()
+
+    def adopt(self, running: list[ContainerStatus]) -> None:
+        """Containers a previous agent started for this pod."""
+        for status in running:
+            for c in self.containers:
+                if c.name == status.name and (c.current is None or status.attempt > c.current.attempt):
+                    c.current, c.restarts = status, status.attempt
+                    c.started = True
+                    if status.state is State.RUNNING:
+                        self._watch_exit(c)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                deleting = self.gone or bool((self.pod.get("metadata") or {}).get("deletionTimestamp"))
+                if deleting:
+                    await self._terminate()
+                    return
+                try:
+                    await self._sync()
+                except Exception:
+                    log.exception("pod %s: sync failed", self._key)
+                await self._publish()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._next_timer()):
+                        await self._wake.wait()
+        finally:
+            for c in self.containers:
+                self._stop_probes(c)
+
+    @property
+    def _key(self) -> str:
+        meta = self.pod.get("metadata") or {}
+        return f"{meta.get('namespace')}/{meta.get('name')}"
+
+    def _next_timer(self) -> float:
+        now = time.time()
+        waits = [c.not_before - now for c in self.containers if c.not_before > now]
+        return max(0.05, min([*waits, 5.0]))
+
+    @property
+    def _policy(self) -> str:
+        return str((self.pod.get("spec") or {}).get("restartPolicy") or "Always")
+
+    async def _sync(self) -> None:
+        now = time.time()
+        for c in self.containers:
+            if c.init and c.done:
+                continue
+            if c.current is not None and c.current.state is State.RUNNING:
+                if c.init:
+                    return  # an init container runs alone, to its end
+                if now - c.current.started_at > BACKOFF_RESET_AFTER:
+                    c.backoff = 0.0
+                continue
+            if c.current is not None and c.current.state is State.EXITED:
+                self._exited(c)
+                if c.done:
+                    if c.init and c.last is not None and c.last.exit_code != 0:
+                        return  # the pod failed at an init container
+                    continue
+            if c.not_before > now:
+                c.waiting = (
+                    "CrashLoopBackOff",
+                    f"back-off {c.backoff:g}s restarting failed container={c.name} pod={self._pod_name()}",
+                )
+                if c.init:
+                    return
+                continue
+            await self._start(c)
+            if c.init:
+                return
+
+    def _exited(self, c: Container) -> None:
+        """A container ended: keep it as last state; decide whether it runs again."""
+        assert c.current is not None
+        ended = c.current
+        c.last, c.current = ended, None
+        c.ready = False
+        self._stop_probes(c)
+        failed = ended.exit_code != 0
+        policy = self._policy
+        # An init container runs again only after a failure; the others as the policy says.
+        again = (failed and policy != "Never") if c.init else (policy == "Always" or (policy == "OnFailure" and failed))
+        if not again:
+            c.done = True
+            return
+        # Restart at once the first time, then back off: 10 s, 20 s, ... 5 min.
+        c.not_before = time.time() + c.backoff
+        c.backoff = min(BACKOFF_MAX, c.backoff * 2) if c.backoff else BACKOFF_INITIAL
+        c.restarts += 1
+
+    def _pod_name(self) -> str:
+        meta = self.pod.get("metadata") or {}
+        return f"{meta.get('name')}_{meta.get('namespace')}({self.uid})"
+
+    async def _start(self, c: Container) -> None:
+        spec = c.spec
+        base = {
+            **self.node.env,
+            "HOSTNAME": str((self.pod.get("metadata") or {}).get("name", "")),
+            "POD_IP": self.pod_ip,
+        }
+        try:
+            env = await container_env(self._pod_with_ips(), spec, self.node.lookup, base)
+        except ConfigError as e:
+            c.waiting = ("CreateContainerConfigError", str(e))
+            c.not_before = time.time() + 2.0  # configuration may appear: look again soon
+            return
+        argv = [str(a) for a in (spec.get("command") or [])] + [str(a) for a in (spec.get("args") or [])]
+        pod_dir = self.node.pod_dir(self.uid)
+        config = ContainerConfig(
+            pod_uid=self.uid,
+            pod_namespace=str(self.pod["metadata"].get("namespace", "")),
+            pod_name=str(self.pod["metadata"].get("name", "")),
+            name=c.name,
+            attempt=c.restarts,
+            argv=argv,
+            env=env,
+            working_dir=str(spec.get("workingDir") or os.path.join(pod_dir, "containers", c.name)),
+            log_path=os.path.join(pod_dir, "logs", c.name, f"{c.restarts}.log"),
+            image=str(spec.get("image", "")),
+        )
+        try:
+            c.current = await self.node.runtime.start(config)
+        except StartFailed as e:
+            c.waiting = (e.reason, e.message)
+            c.not_before = time.time() + c.backoff
+            c.backoff = min(BACKOFF_MAX, c.backoff * 2) if c.backoff else BACKOFF_INITIAL
+            return
+        c.waiting = ("", "")
+        log.info("pod %s: started container %s (attempt %d)", self._key, c.name, c.restarts)
+        self._watch_exit(c)
+        self._start_probes(c, env, config.working_dir)
+
+    def _watch_exit(self, c: Container) -> None:
+        assert c.current is not None
+        container_id = c.current.id
+
+        async def waiter() -> None:
+            await self.node.runtime.wait(container_id)
+            self._wake.set()
+
+        asyncio.get_running_loop().create_task(waiter())
+
+    # -- probes -----------------------------------------------------------------------------
+
+    def _start_probes(self, c: Container, env: dict[str, str], cwd: str) -> None:
+        ports = {str(p["name"]): int(p["containerPort"]) for p in c.spec.get("ports") or () if p.get("name")}
+        container_id = c.current.id if c.current else ""
+
+        def probe_with(spec: ProbeSpec) -> Callable[[], Awaitable[tuple[bool, str]]]:
+            return lambda: run_probe(spec.handler, spec.timeout, self.pod_ip, env, cwd, ports)
+
+        startup = c.spec.get("startupProbe")
+        liveness = c.spec.get("livenessProbe")
+        readiness = c.spec.get("readinessProbe")
+        c.started = startup is None
+        c.ready = readiness is None and c.started and not c.init
+
+        def on_startup(ok: bool, message: str) -> None:
+            if ok:
+                c.started = True
+                c.ready = readiness is None
+                start_gated()
+            else:
+                self._kill(c, container_id, f"Startup probe failed: {message}")
+            self._wake.set()
+
+        def on_liveness(ok: bool, message: str) -> None:
+            if not ok:
+                self._kill(c, container_id, f"Liveness probe failed: {message}")
+
+        def on_readiness(ok: bool, message: str) -> None:
+            c.ready = ok and c.started
+            self._wake.set()
+
+        def start_gated() -> None:
+            loop = asyncio.get_running_loop()
+            if liveness:
+                spec = ProbeSpec.parse(liveness)
+                c.probes.append(loop.create_task(Prober(spec, probe_with(spec), on_liveness, True).run()))
+            if readiness:
+                spec = ProbeSpec.parse(readiness)
+                c.probes.append(loop.create_task(Prober(spec, probe_with(spec), on_readiness).run()))
+
+        if c.init:
+            return
+        if startup:
+            spec = ProbeSpec.parse(startup)
+            c.probes.append(asyncio.get_running_loop().create_task(Prober(spec, probe_with(spec), on_startup).run()))
+        else:
+            start_gated()
+
+    def _kill(self, c: Container, container_id: str, why: str) -> None:
+        """A probe gave up on the container: stop it; the restart policy decides what next."""
+        log.info("pod %s: container %s: %s; restarting it", self._key, c.name, why)
+        grace = float((self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        self._stop_probes(c)
+        asyncio.get_running_loop().create_task(self.node.runtime.stop(container_id, grace))
+
+    @staticmethod
+    def _stop_probes(c: Container) -> None:
+        for task in c.probes:
+            task.cancel()
+        c.probes.clear()
+
+    # -- deletion ----------------------------------------------------------------------------
+
+    async def _terminate(self) -> None:
+        meta = self.pod.get("metadata") or {}
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        running = [c for c in self.containers if c.current is not None and c.current.state is State.RUNNING]
+        for c in self.containers:
+            self._stop_probes(c)
+        await asyncio.gather(*(self.node.runtime.stop(c.current.id, float(grace)) for c in running if c.current))
+        for c in running:
+            if c.current is not None and c.current.state is State.EXITED:
+                c.last, c.current, c.done, c.ready = c.current, None, True, False
+        for c in self.containers:
+            c.done = True
+        if not self.gone:
+            await self._publish()
+            await self.node.stopped(self.pod)
+        for status in self.node.runtime.containers():
+            if status.pod_uid == self.uid and status.state is State.EXITED:
+                await self.node.runtime.remove(status.id)
+        log.info("pod %s: stopped", self._key)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def _pod_with_ips(self) -> Object:
+        pod = dict(self.pod)
+        pod["status"] = {**(self.pod.get("status") or {}), "podIP": self.pod_ip, "hostIP": self.node.host_ip}
+        return pod
+
+    def status(self) -> Object:
+        spec = self.pod.get("spec") or {}
+        init = [c for c in self.containers if c.init]
+        main = [c for c in self.containers if not c.init]
+        initialized = all(c.done and c.last is not None and c.last.exit_code == 0 for c in init)
+        init_failed = any(c.done and c.last is not None and c.last.exit_code != 0 for c in init)
+        ready = initialized and all(c.ready for c in main)
+        if init_failed:
+            phase = "Failed"
+        elif main and all(c.done for c in main) and initialized:
+            phase = "Failed" if any(c.last is not None and c.last.exit_code != 0 for c in main) else "Succeeded"
+        elif initialized and all(c.current is not None or c.last is not None for c in main):
+            phase = "Running"
+        else:
+            phase = "Pending"
+        previous = self.pod.get("status") or {}
+        status: Object = {
+            "phase": phase,
+            "conditions": [
+                self._condition("PodScheduled", True),
+                self._condition("Initialized", initialized),
+                self._condition("ContainersReady", ready),
+                self._condition("Ready", ready),
+            ],
+            "hostIP": self.node.host_ip,
+            "hostIPs": [{"ip": self.node.host_ip}],
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
+            "startTime": rfc3339(self.started_at),
+            "containerStatuses": [self._container_status(c) for c in main],
+        }
+        if init:
+            status["initContainerStatuses"] = [self._container_status(c) for c in init]
+        if previous.get("qosClass"):
+            status["qosClass"] = previous["qosClass"]
+        if spec.get("readinessGates"):
+            status["conditions"].append(self._condition("ReadinessGatesNotSupported", False))
+        return status
+
+    def _condition(self, kind: str, true: bool) -> Object:
+        value = "True" if true else "False"
+        since, was = self._transitions.get(kind, ("", ""))
+        if was != value:
+            since = rfc3339(time.time())
+            self._transitions[kind] = (since, value)
+        return {"type": kind, "status": value, "lastProbeTime": None, "lastTransitionTime": since}
+
+    def _container_status(self, c: Container) -> Object:
+        out: Object = {
+            "name": c.name,
+            "image": c.spec.get("image", ""),
+            "imageID": "",
+            "ready": c.ready and not c.init,
+            "restartCount": c.restarts,
+            "started": c.current is not None and c.current.state is State.RUNNING and c.started,
+            "lastState": {"terminated": self._terminated(c.last)}
+            if c.last is not None and c.current is not None
+            else {},
+        }
+        if c.current is not None and c.current.state is State.RUNNING:
+            out["containerID"] = f"{self.node.runtime.name}://{c.current.id}"
+            out["state"] = {"running": {"startedAt": rfc3339(c.current.started_at)}}
+        elif c.current is None and c.last is not None and (c.done or not c.waiting[0]):
+            out["containerID"] = f"{self.node.runtime.name}://{c.last.id}"
+            out["state"] = {"terminated": self._terminated(c.last)}
+        else:
+            reason, message = c.waiting
+            waiting: Object = {"reason": reason or "ContainerCreating"}
+            if message:
+                waiting["message"] = message
+            out["state"] = {"waiting": waiting}
+            if c.last is not None:
+                out["lastState"] = {"terminated": self._terminated(c.last)}
+        return out
+
+    def _terminated(self, s: ContainerStatus) -> Object:
+        return {
+            "exitCode": s.exit_code,
+            "reason": s.reason or ("Completed" if s.exit_code == 0 else "Error"),
+            "startedAt": rfc3339(s.started_at),
+            "finishedAt": rfc3339(s.finished_at),
+            "containerID": f"{self.node.runtime.name}://{s.id}",
+        }
+
+    async def _publish(self) -> None:
+        status = self.status()
+        if status == self._reported:
+            return
+        try:
+            await self.node.report(self.pod, status)
+            self._reported = status
+        except Exception as e:  # the master may be away: the next loop reports again
+            log.info("pod %s: status not reported yet: %s", self._key, e)

@@ -1,0 +1,208 @@
+"""The `process` runtime: a container is a child process of the agent, in a
+process group of its own (so a stop reaches everything it started), with
+its output in a log file per attempt. It works everywhere and isolates
+nothing: no image is unpacked (the command runs on the host), and volumes
+are not mounted (runc does both).
+
+Each container's state is kept in a small JSON file, so an agent that
+restarts finds the processes it started still running and adopts them
+instead of starting them twice (checked by pid and process start time, so
+a recycled pid is not mistaken for them). An adopted process is no longer
+the agent's child: when it ends, its exit code is unknown, and it is
+reported as Kubernetes reports that (ContainerStatusUnknown, 137).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import asdict
+
+from node_agent.runtime import ContainerConfig, ContainerStatus, StartFailed, State
+
+log = logging.getLogger(__name__)
+ADOPTED_POLL = 0.5
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat
+    field 22), which tells a process from a later one with the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()
+        if fields[0] == "Z":  # a zombie has exited
+            return None
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        os.makedirs(state_dir, exist_ok=True)
+        self._status: dict[str, ContainerStatus] = {}
+        self._ticks: dict[str, int] = {}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._exited: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._adopt()
+
+    # -- state files ------------------------------------------------------------------------
+
+    def _path(self, container_id: str) -> str:
+        return os.path.join(self.state_dir, f"{container_id}.json")
+
+    def _save(self, status: ContainerStatus) -> None:
+        record = {**asdict(status), "state": status.state.value, "start_ticks": self._ticks.get(status.id, 0)}
+        tmp = self._path(status.id) + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(tmp, self._path(status.id))
+
+    def _adopt(self) -> None:
+        for entry in sorted(os.listdir(self.state_dir)):
+            if not entry.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.state_dir, entry), encoding="utf-8") as f:
+                    record = json.load(f)
+                ticks = int(record.pop("start_ticks", 0))
+                record["state"] = State(record["state"])
+                status = ContainerStatus(**record)
+            except (OSError, ValueError, TypeError, KeyError):
+                log.warning("ignoring an unreadable container state file %s", entry)
+                continue
+            self._status[status.id] = status
+            self._exited[status.id] = asyncio.Event()
+            if status.state is State.RUNNING:
+                if status.pid and _start_ticks(status.pid) == ticks:
+                    self._ticks[status.id] = ticks
+                    log.info("adopted container %s (pid %d) of pod %s", status.name, status.pid, status.pod_uid)
+                else:
+                    self._ended(status, 137, "ContainerStatusUnknown")
+            else:
+                self._exited[status.id].set()
+
+    def watch_adopted(self) -> None:
+        """Follow the adopted processes until they end (needs a running loop)."""
+        loop = asyncio.get_running_loop()
+        for status in self._status.values():
+            if status.state is State.RUNNING and status.id not in self._procs:
+                task = loop.create_task(self._poll_adopted(status))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _poll_adopted(self, status: ContainerStatus) -> None:
+        ticks = self._ticks.get(status.id)
+        while _start_ticks(status.pid) == ticks:
+            await asyncio.sleep(ADOPTED_POLL)
+        self._ended(status, 137, "ContainerStatusUnknown")
+
+    def _ended(self, status: ContainerStatus, code: int, reason: str = "") -> None:
+        status.state = State.EXITED
+        status.finished_at = time.time()
+        status.exit_code = code
+        status.reason = reason or ("Completed" if code == 0 else "Error")
+        self._save(status)
+        self._exited.setdefault(status.id, asyncio.Event()).set()
+
+    # -- Runtime ----------------------------------------------------------------------------
+
+    async def start(self, config: ContainerConfig) -> ContainerStatus:
+        if not config.argv:
+            raise StartFailed(
+                "RunContainerError", "the process runtime runs a container's command: this container has none"
+            )
+        program = config.argv[0]
+        if shutil.which(program, path=config.env.get("PATH", os.environ.get("PATH"))) is None:
+            raise StartFailed(
+                "RunContainerError",
+                f'failed to start container "{config.name}": exec: "{program}": executable file not found in $PATH',
+            )
+        os.makedirs(os.path.dirname(config.log_path), exist_ok=True)
+        os.makedirs(config.working_dir, exist_ok=True)
+        with open(config.log_path, "ab") as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *config.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=config.working_dir,
+                    env=config.env,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise StartFailed("RunContainerError", f'failed to start container "{config.name}": {e}') from None
+        container_id = uuid.uuid4().hex[:16]
+        status = ContainerStatus(
+            id=container_id,
+            name=config.name,
+            pod_uid=config.pod_uid,
+            attempt=config.attempt,
+            state=State.RUNNING,
+            pid=proc.pid,
+            started_at=time.time(),
+            log_path=config.log_path,
+        )
+        self._ticks[container_id] = _start_ticks(proc.pid) or 0
+        self._status[container_id] = status
+        self._procs[container_id] = proc
+        self._exited[container_id] = asyncio.Event()
+        self._save(status)
+        task = asyncio.get_running_loop().create_task(self._reap(status, proc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return status
+
+    async def _reap(self, status: ContainerStatus, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(status.pid, signal.SIGKILL)  # what it left behind in its group goes with it
+        # A signal is reported as 128 + its number, as a shell (and Kubernetes) reports it.
+        self._ended(status, 128 - code if code < 0 else code)
+        self._procs.pop(status.id, None)
+
+    async def stop(self, container_id: str, grace_seconds: float) -> None:
+        status = self._status.get(container_id)
+        if status is None or status.state is State.EXITED:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(status.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(max(grace_seconds, 0.0)):
+                await self._exited[container_id].wait()
+            return
+        except TimeoutError:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(status.pid, signal.SIGKILL)
+        await self._exited[container_id].wait()
+
+    async def remove(self, container_id: str) -> None:
+        status = self._status.pop(container_id, None)
+        if status is not None and status.state is State.RUNNING:
+            raise ValueError(f"container {container_id} is running: stop it first")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(container_id))
+        self._exited.pop(container_id, None)
+
+    def status(self, container_id: str) -> ContainerStatus | None:
+        return self._status.get(container_id)
+
+    def containers(self) -> list[ContainerStatus]:
+        return list(self._status.values())
+
+    async def wait(self, container_id: str) -> ContainerStatus:
+        await self._exited[container_id].wait()
+        return self._status[container_id]
