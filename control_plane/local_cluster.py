@@ -10,6 +10,7 @@ so a restarted master comes back at the same addresses.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import grpc
 
+from control_plane.client import ApiClient, resource
 from control_plane.client.credentials import INSECURE, ClientCredentials
 from control_plane.security.cluster_dir import ClusterDir
 from control_plane.security.pki import CertificateAuthority
@@ -53,7 +55,7 @@ def _ephemeral_range() -> tuple[int, int]:
 _handed_out: set[int] = set()
 
 
-def log_tail(spec: MasterSpec, lines: int = 20) -> str:
+def log_tail(spec: MasterSpec | AgentSpec, lines: int = 20) -> str:
     """The last lines of a master's log, for errors that name it."""
     try:
         with open(spec.log_path, "rb") as f:
@@ -108,10 +110,25 @@ class MasterSpec:
 
 
 @dataclass
+class AgentSpec:
+    """A node agent of the cluster (its node's name is its id)."""
+
+    id: str
+    data_dir: str
+    pid: int = 0
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.data_dir, "agent.log")
+
+
+@dataclass
 class LocalCluster:
     directory: str
     masters: list[MasterSpec] = field(default_factory=list)
     server_args: list[str] = field(default_factory=list)
+    agents: list[AgentSpec] = field(default_factory=list)
+    agent_args: list[str] = field(default_factory=list)
     # Popen objects of the masters this process started, to reap them.
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False, repr=False)
     _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
@@ -120,7 +137,13 @@ class LocalCluster:
 
     @classmethod
     def create(
-        cls, directory: str, count: int = 3, host: str = "127.0.0.1", server_args: list[str] | None = None
+        cls,
+        directory: str,
+        count: int = 3,
+        host: str = "127.0.0.1",
+        server_args: list[str] | None = None,
+        agents: int = 0,
+        agent_args: list[str] | None = None,
     ) -> LocalCluster:
         directory = os.path.abspath(directory)
         os.makedirs(directory, exist_ok=True)
@@ -131,10 +154,14 @@ class LocalCluster:
                 cluster.save()
                 cluster.write_kubeconfig()
             return cluster
-        cluster = cls(directory, server_args=list(server_args or []))
+        cluster = cls(directory, server_args=list(server_args or []), agent_args=list(agent_args or []))
         for i in range(count):
             cluster.masters.append(cluster._new_spec(f"m{i + 1}", host))
-        cluster.security.init({m.id: cluster.hosts_of(m) for m in cluster.masters})
+        for i in range(agents):
+            name = f"n{i + 1}"
+            cluster.agents.append(AgentSpec(name, os.path.join(directory, name)))
+        nodes = {a.id: [host, a.id] for a in cluster.agents}
+        cluster.security.init({m.id: cluster.hosts_of(m) for m in cluster.masters}, nodes)
         cluster.save()
         cluster.write_kubeconfig()
         return cluster
@@ -173,12 +200,20 @@ class LocalCluster:
             directory,
             [MasterSpec(**m) for m in state["masters"]],
             state.get("server_args", []),
+            [AgentSpec(**a) for a in state.get("agents", [])],
+            state.get("agent_args", []),
         )
 
     def save(self) -> None:
         path = os.path.join(self.directory, STATE_FILE)
         with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"masters": [asdict(m) for m in self.masters], "server_args": self.server_args}, f, indent=2)
+            state = {
+                "masters": [asdict(m) for m in self.masters],
+                "server_args": self.server_args,
+                "agents": [asdict(a) for a in self.agents],
+                "agent_args": self.agent_args,
+            }
+            json.dump(state, f, indent=2)
         os.replace(path + ".tmp", path)
 
     @property
@@ -270,6 +305,15 @@ class LocalCluster:
                 return m
         raise KeyError(member_id)
 
+    def agent(self, name: str) -> AgentSpec:
+        for a in self.agents:
+            if a.id == name:
+                return a
+        raise KeyError(name)
+
+    def _any(self, process_id: str) -> MasterSpec | AgentSpec:
+        return self.agent(process_id) if any(a.id == process_id for a in self.agents) else self.spec(process_id)
+
     # -- processes ---------------------------------------------------------------
 
     def command(self, spec: MasterSpec, peers: list[MasterSpec] | None = None, join: bool = False) -> list[str]:
@@ -324,7 +368,72 @@ class LocalCluster:
             self._children[spec.id] = proc
         self.save()
 
-    def is_running(self, spec: MasterSpec) -> bool:
+    def agent_command(self, spec: AgentSpec) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--name",
+            spec.id,
+            "--server",
+            ",".join(self.endpoints),
+            "--data-dir",
+            spec.data_dir,
+        ]
+        args += ["--cluster-dir", self.directory] if self.secure else ["--insecure"]
+        return args + self.agent_args
+
+    def start_agents(self, name: str | None = None) -> None:
+        """Start one agent, or every agent that is not running."""
+        for spec in self.agents:
+            if (name is not None and spec.id != name) or (name is None and self.is_running(spec)):
+                continue
+            os.makedirs(spec.data_dir, exist_ok=True)
+            with open(spec.log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    self.agent_command(spec),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            spec.pid = proc.pid
+            self._children[spec.id] = proc
+        self.save()
+
+    def stop_agents(self, name: str | None = None, timeout: float = 10.0, containers: bool = True) -> None:
+        """Stop agents (SIGTERM, then SIGKILL) and, unless told not to, the
+        containers they leave running (an agent's containers outlive it, so
+        that a restarted agent adopts them)."""
+        specs = [a for a in self.agents if name is None or a.id == name]
+        self._terminate(specs, timeout)
+        if containers:
+            for spec in specs:
+                kill_containers(spec.data_dir)
+
+    def wait_agents(self, timeout: float = 30.0) -> None:
+        """Until every agent's Node is registered and Ready."""
+        async def registered() -> bool:
+            async with ApiClient(self.endpoints, credentials=self.admin_credentials, retry_for=2.0) as client:
+                nodes = await client.list(resource("nodes"))
+            ready = {
+                n["metadata"]["name"]
+                for n in nodes["items"]
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+            }
+            return {a.id for a in self.agents} <= ready
+
+        deadline = time.monotonic() + timeout
+        while not asyncio.run(registered()):
+            for spec in self.agents:
+                if not self.is_running(spec):
+                    raise RuntimeError(f"agent {spec.id} exited; {spec.log_path} ends with:\n{log_tail(spec)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"agents not registered after {timeout:g}s")
+            time.sleep(0.1)
+
+    def is_running(self, spec: MasterSpec | AgentSpec) -> bool:
         if not spec.pid:
             return False
         proc = self._children.get(spec.id)
@@ -339,13 +448,13 @@ class LocalCluster:
         return _is_our_server(spec.pid)
 
     def signal(self, member_id: str, sig: int) -> None:
-        spec = self.spec(member_id)
+        spec = self._any(member_id)
         if spec.pid and self.is_running(spec):
             os.kill(spec.pid, sig)
 
     def kill(self, member_id: str) -> None:
-        """kill -9, and reap it."""
-        spec = self.spec(member_id)
+        """kill -9, and reap it (a master or an agent)."""
+        spec = self._any(member_id)
         self.signal(member_id, signal.SIGKILL)
         self._wait_exit(spec, 10.0)
 
@@ -356,20 +465,26 @@ class LocalCluster:
         self.signal(member_id, signal.SIGCONT)
 
     def stop(self, member_id: str | None = None, timeout: float = 10.0) -> None:
-        """SIGTERM (after SIGCONT, in case it is paused), then SIGKILL."""
-        specs = [self.spec(member_id)] if member_id else list(self.masters)
+        """SIGTERM (after SIGCONT, in case it is paused), then SIGKILL; the
+        whole cluster (agents and their containers first) when no master is named."""
+        if member_id is None:
+            self.stop_agents(timeout=timeout)
+        self._terminate([self.spec(member_id)] if member_id else list(self.masters), timeout)
+
+    def _terminate(self, specs: list[MasterSpec] | list[AgentSpec], timeout: float) -> None:
         for spec in specs:
             if self.is_running(spec):
                 os.kill(spec.pid, signal.SIGCONT)
                 os.kill(spec.pid, signal.SIGTERM)
         for spec in specs:
-            if not self._wait_exit(spec, timeout):
-                os.kill(spec.pid, signal.SIGKILL)
+            if spec.pid and not self._wait_exit(spec, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(spec.pid, signal.SIGKILL)
                 self._wait_exit(spec, 5.0)
             spec.pid = 0
         self.save()
 
-    def _wait_exit(self, spec: MasterSpec, timeout: float) -> bool:
+    def _wait_exit(self, spec: MasterSpec | AgentSpec, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         proc = self._children.get(spec.id)
         while time.monotonic() < deadline:
@@ -469,6 +584,36 @@ def exit_cleanly_on_sigterm() -> None:
 def _is_our_server(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"control_plane.cli" in f.read()
+            cmdline = f.read()
+            return b"control_plane.cli" in cmdline or b"node_agent" in cmdline
     except OSError:
         return True
+
+
+def kill_containers(agent_data_dir: str) -> None:
+    """SIGKILL the process groups of the containers an agent left running
+    (what its process runtime's state files name)."""
+    state_dir = os.path.join(agent_data_dir, "containers")
+    if not os.path.isdir(state_dir):
+        return
+    for entry in os.listdir(state_dir):
+        if not entry.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(state_dir, entry), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        pid = int(record.get("pid") or 0)
+        if record.get("state") == "running" and pid and _start_ticks(pid) == record.get("start_ticks"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When a process started (so a recycled pid is not taken for it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None

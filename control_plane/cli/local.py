@@ -10,7 +10,7 @@ import threading
 
 import click
 
-from control_plane.local_cluster import LocalCluster
+from control_plane.local_cluster import AgentSpec, LocalCluster, MasterSpec
 
 
 def _command_name() -> str:
@@ -33,12 +33,18 @@ def grpcurl_flags(cluster: LocalCluster) -> str:
 
 
 def describe(cluster: LocalCluster, leader: str) -> str:
-    lines = [f"raftkube: {len(cluster.masters)} masters are up in {cluster.directory} (leader: {leader})", ""]
+    lines = [
+        f"raftkube: {len(cluster.masters)} masters and {len(cluster.agents)} node agents are up in "
+        f"{cluster.directory} (leader: {leader})",
+        "",
+    ]
     for m in cluster.masters:
         lines.append(
             f"  {m.id}  API {cluster.scheme}://{m.api_address}  gRPC {m.grpc_address}  Raft {m.raft_address}  "
             f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
         )
+    for a in cluster.agents:
+        lines.append(f"  {a.id}  node agent (process runtime)  log {a.log_path}")
     raftkube = _command_name()
     lines += [
         "",
@@ -58,17 +64,20 @@ def describe(cluster: LocalCluster, leader: str) -> str:
 @click.command()
 @click.option("--dir", "directory", default=".raftkube", show_default=True, type=click.Path(file_okay=False))
 @click.option("--masters", type=click.IntRange(1, 7), default=3, show_default=True)
+@click.option("--agents", type=click.IntRange(0, 20), default=2, show_default=True, help="Node agents (process runtime).")
 @click.option("--detach", is_flag=True, help="Return once the cluster is up; stop it with `raftkube down`.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a leader.")
-def up(directory: str, masters: int, detach: bool, timeout: float) -> None:
-    """Start a local HA cluster: masters as child processes on loopback."""
-    cluster = LocalCluster.create(directory, masters)
+def up(directory: str, masters: int, agents: int, detach: bool, timeout: float) -> None:
+    """Start a local HA cluster: masters and node agents as child processes on loopback."""
+    cluster = LocalCluster.create(directory, masters, agents=agents)
     if any(cluster.is_running(m) for m in cluster.masters):
         click.echo(f"raftkube up: a cluster is already running in {cluster.directory}", err=True)
         sys.exit(1)
     cluster.start()
     try:
         leader = cluster.wait_ready(timeout)
+        cluster.start_agents()
+        cluster.wait_agents(timeout)
     except (TimeoutError, RuntimeError) as e:
         cluster.stop()
         click.echo(f"raftkube up: {e}", err=True)
@@ -82,9 +91,10 @@ def up(directory: str, masters: int, detach: bool, timeout: float) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     while not stopped.wait(1.0):
-        for m in cluster.masters:
+        processes: list[MasterSpec | AgentSpec] = [*cluster.masters, *cluster.agents]
+        for m in processes:
             if m.pid and not cluster.is_running(m):
-                click.echo(f"raftkube up: master {m.id} exited; see {m.log_path}", err=True)
+                click.echo(f"raftkube up: {m.id} exited; see {m.log_path}", err=True)
                 m.pid = 0
     click.echo("stopping...")
     cluster.stop()
