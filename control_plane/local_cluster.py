@@ -414,6 +414,7 @@ class LocalCluster:
 
     def wait_agents(self, timeout: float = 30.0) -> None:
         """Until every agent's Node is registered and Ready."""
+
         async def registered() -> bool:
             async with ApiClient(self.endpoints, credentials=self.admin_credentials, retry_for=2.0) as client:
                 nodes = await client.list(resource("nodes"))

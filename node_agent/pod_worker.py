@@ -46,7 +46,8 @@ class Container:
     current: ContainerStatus | None = None
     last: ContainerStatus | None = None
     restarts: int = 0
-    backoff: float = 0.0
+    backoff: float = 0.0  # the next restart's wait
+    delay: float = 0.0  # the wait in effect
     not_before: float = 0.0  # backing off until
     waiting: tuple[str, str] = ("ContainerCreating", "")
     ready: bool = False
@@ -165,7 +166,7 @@ class PodWorker:
             if c.not_before > now:
                 c.waiting = (
                     "CrashLoopBackOff",
-                    f"back-off {c.backoff:g}s restarting failed container={c.name} pod={self._pod_name()}",
+                    f"back-off {c.delay:g}s restarting failed container={c.name} pod={self._pod_name()}",
                 )
                 if c.init:
                     return
@@ -189,7 +190,8 @@ class PodWorker:
             c.done = True
             return
         # Restart at once the first time, then back off: 10 s, 20 s, ... 5 min.
-        c.not_before = time.time() + c.backoff
+        c.delay = c.backoff
+        c.not_before = time.time() + c.delay
         c.backoff = min(BACKOFF_MAX, c.backoff * 2) if c.backoff else BACKOFF_INITIAL
         c.restarts += 1
 

@@ -64,7 +64,9 @@ def describe(cluster: LocalCluster, leader: str) -> str:
 @click.command()
 @click.option("--dir", "directory", default=".raftkube", show_default=True, type=click.Path(file_okay=False))
 @click.option("--masters", type=click.IntRange(1, 7), default=3, show_default=True)
-@click.option("--agents", type=click.IntRange(0, 20), default=2, show_default=True, help="Node agents (process runtime).")
+@click.option(
+    "--agents", type=click.IntRange(0, 20), default=2, show_default=True, help="Node agents (process runtime)."
+)
 @click.option("--detach", is_flag=True, help="Return once the cluster is up; stop it with `raftkube down`.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a leader.")
 def up(directory: str, masters: int, agents: int, detach: bool, timeout: float) -> None:
