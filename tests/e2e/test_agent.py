@@ -111,11 +111,11 @@ def test_logs_follow_streams_as_the_container_writes(cluster: LocalCluster, api:
 
 
 def test_a_failing_liveness_probe_restarts_the_container(api: Api) -> None:
-    alive = {"exec": {"command": ["test", "!", "-e", "/tmp/raftkube-liveness-dead"]}, "periodSeconds": 1,
-             "failureThreshold": 2}  # fmt: skip
-    script = "rm -f /tmp/raftkube-liveness-dead; sleep 1; touch /tmp/raftkube-liveness-dead; sleep 1000"
-    api.ok("POST", "/api/v1/namespaces/default/pods", pod("liveness", "n1", container("c", "sh", "-c", script,
-                                                                                      livenessProbe=alive)))  # fmt: skip
+    marker = "/tmp/raftkube-liveness-dead"
+    alive = {"exec": {"command": ["test", "!", "-e", marker]}, "periodSeconds": 1, "failureThreshold": 2}
+    script = f"rm -f {marker}; sleep 1; touch {marker}; sleep 1000"
+    body = pod("liveness", "n1", container("c", "sh", "-c", script, livenessProbe=alive))
+    api.ok("POST", "/api/v1/namespaces/default/pods", body)
 
     def restarted() -> bool:
         statuses = status_of(api, "liveness").get("containerStatuses") or [{}]
