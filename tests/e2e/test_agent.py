@@ -186,7 +186,7 @@ def test_bad_pods_end_in_the_kubernetes_reasons_and_the_node_serves_on(
 
 
 def test_agents_outlive_their_master_and_their_own_restart(cluster: LocalCluster, api: Api) -> None:
-    api.ok("POST", "/api/v1/namespaces/default/pods", pod("steady", "n1", container("c", "sleep", "1000")))
+    api.ok("POST", "/api/v1/namespaces/default/pods", pod("steady", "n1", container("c", "sleep", "7777")))
     wait_until(lambda: status_of(api, "steady").get("phase") == "Running", "steady running", timeout=30)
     first_id = status_of(api, "steady")["containerStatuses"][0]["containerID"]
 
@@ -213,5 +213,5 @@ def test_agents_outlive_their_master_and_their_own_restart(cluster: LocalCluster
     cluster.wait_agents(30)
     wait_until(lambda: len(renewals) >= 5 or not renewed(), "renewals after the agent restart", timeout=20)
     assert status_of(api, "steady")["containerStatuses"][0]["containerID"] == first_id  # adopted, not restarted
-    steady = subprocess.run(["pgrep", "-f", "^sleep 1000$"], capture_output=True, text=True).stdout.split()
+    steady = subprocess.run(["pgrep", "-f", "^sleep 7777$"], capture_output=True, text=True).stdout.split()
     assert len(steady) == 1, steady  # one process, not two

@@ -203,7 +203,7 @@ def test_list_then_watch_sees_every_event_once_across_a_kill_of_its_master(clust
         cluster.start(watched.id)
         cluster.wait_ready(30)
     added = [n for t, n in loop.events if t == "ADDED"]
-    listed = [n for t, n in loop.events if t == "LISTED"]
+    listed = [n for t, n in loop.events if t == "LISTED" and n != "kube-root-ca.crt"]  # every namespace has it
     print(
         f"{len(acked)} creates acknowledged; the loop saw {len(added)} ADDED events, switched masters "
         f"{loop.switches} times, listed {loop.relists} time(s)"

@@ -58,7 +58,7 @@ def test_up_store_and_down(tmp_path: Path) -> None:
     try:
         up = run("up", "--dir", directory, "--detach", timeout=120)
         assert up.returncode == 0, up.stderr
-        assert "3 masters are up" in up.stdout and "raftkube down" in up.stdout
+        assert "3 masters and 2 node agents are up" in up.stdout and "raftkube down" in up.stdout
         secret = Path(directory, "cluster-secret")
         assert secret.stat().st_mode & 0o777 == 0o600
         assert run("store", "--dir", directory, "put", "/hello", "world").returncode == 0

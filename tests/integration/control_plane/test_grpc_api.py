@@ -140,7 +140,7 @@ async def test_errors_are_the_kubernetes_statuses(client: ApiClient, ns: str, cl
             status = from_rpc_error(err.value)
             assert err.value.code() == code and status is not None and status.code == http, (ref, status)
     names = [c["metadata"]["name"] for c in (await client.list(CONFIGMAPS, ns))["items"]]
-    assert names == []  # nothing stored
+    assert names == ["kube-root-ca.crt"]  # nothing stored (but what every namespace has)
 
 
 async def test_list_pages_and_watch_from_a_revision(client: ApiClient, ns: str, cluster: LocalCluster) -> None:
@@ -149,7 +149,8 @@ async def test_list_pages_and_watch_from_a_revision(client: ApiClient, ns: str, 
     first = await client.list(CONFIGMAPS, ns, limit=2)
     assert len(first["items"]) == 2 and first["metadata"]["continue"]
     everything = await client.list_all(CONFIGMAPS, ns, page=2)
-    assert [c["metadata"]["name"] for c in everything["items"]] == [f"c{i}" for i in range(5)]
+    # Every namespace also holds the cluster CA (kube-root-ca.crt), as in Kubernetes.
+    assert [c["metadata"]["name"] for c in everything["items"]] == [*(f"c{i}" for i in range(5)), "kube-root-ca.crt"]
 
     start = everything["metadata"]["resourceVersion"]
     await client.patch(CONFIGMAPS, "c1", {"data": {"k": "v"}}, ns)
