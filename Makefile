@@ -79,6 +79,7 @@ verify-proto: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.store_bench
 	$(PY) -m bench.api_bench
+	$(PY) -m bench.agent_bench
 
 chaos: $(STAMP) deps
 	$(PY) -m tests.chaos.campaign --seconds $(CHAOS_SECONDS)

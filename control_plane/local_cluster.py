@@ -116,6 +116,7 @@ class AgentSpec:
     id: str
     data_dir: str
     pid: int = 0
+    metrics_address: str = ""
 
     @property
     def log_path(self) -> str:
@@ -159,7 +160,7 @@ class LocalCluster:
             cluster.masters.append(cluster._new_spec(f"m{i + 1}", host))
         for i in range(agents):
             name = f"n{i + 1}"
-            cluster.agents.append(AgentSpec(name, os.path.join(directory, name)))
+            cluster.agents.append(AgentSpec(name, os.path.join(directory, name), 0, f"{host}:{free_port(host)}"))
         nodes = {a.id: [host, a.id] for a in cluster.agents}
         cluster.security.init({m.id: cluster.hosts_of(m) for m in cluster.masters}, nodes)
         cluster.save()
@@ -380,6 +381,8 @@ class LocalCluster:
             "--data-dir",
             spec.data_dir,
         ]
+        if spec.metrics_address:
+            args += ["--metrics-address", spec.metrics_address]
         args += ["--cluster-dir", self.directory] if self.secure else ["--insecure"]
         return args + self.agent_args
 

@@ -28,6 +28,7 @@ from control_plane.client import ApiClient, ClientCredentials, resource
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
 from node_agent.host import node_object
+from node_agent.metrics import AgentMetrics
 from node_agent.pod_worker import Node, PodWorker
 from node_agent.runtime import Runtime, State
 
@@ -64,7 +65,8 @@ class AgentConfig:
 class Masters:
     """gRPC channels to every master, and which one is in use."""
 
-    def __init__(self, endpoints: list[str], credentials: ClientCredentials):
+    def __init__(self, endpoints: list[str], credentials: ClientCredentials, metrics: AgentMetrics | None = None):
+        self.metrics = metrics
         self.endpoints = endpoints
         self.credentials = credentials.grpc()
         self.current = 0
@@ -90,6 +92,8 @@ class Masters:
         if self.endpoint == failed and len(self.endpoints) > 1:
             self.current = (self.current + 1) % len(self.endpoints)
             self.switches += 1
+            if self.metrics is not None:
+                self.metrics.master_switches.inc()
             log.info("moving to master %s", self.endpoint)
 
     async def close(self) -> None:
@@ -98,10 +102,11 @@ class Masters:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, runtime: Runtime):
+    def __init__(self, config: AgentConfig, runtime: Runtime, metrics: AgentMetrics | None = None):
         self.config = config
         self.runtime = runtime
-        self.masters = Masters(config.endpoints, config.credentials)
+        self.metrics = metrics
+        self.masters = Masters(config.endpoints, config.credentials, metrics)
         self.api = ApiClient(
             config.endpoints, credentials=config.credentials, user_agent=f"raftkube-agent/{config.name}"
         )
@@ -118,7 +123,10 @@ class Agent:
             lookup=self._lookup,
             report=self._report,
             stopped=self._stopped,
+            metrics=metrics,
         )
+        if metrics is not None:
+            metrics.watch_running(self._running)
 
     def pod_dir(self, uid: str) -> str:
         return os.path.join(self.config.data_dir, "pods", uid)
@@ -206,6 +214,7 @@ class Agent:
         call = self.masters.stub().Heartbeat(requests())
         interval = self.config.heartbeat_interval
         while True:
+            sent = time.perf_counter()
             await beats.put(pb.HeartbeatRequest(lease_duration_seconds=self.config.lease_duration))
             try:
                 # An answer slower than the interval: this master is not keeping up.
@@ -216,6 +225,8 @@ class Agent:
                 raise
             if answer is grpc.aio.EOF:
                 return
+            if self.metrics is not None:
+                self.metrics.heartbeat.observe(time.perf_counter() - sent)
             self.renewals.append(time.monotonic())
             del self.renewals[:-1000]
             await asyncio.sleep(interval)
@@ -333,6 +344,10 @@ class Agent:
             if e.code == 404:
                 return None
             raise
+
+    def _running(self) -> tuple[int, int]:
+        running = [s for s in self.runtime.containers() if s.state is State.RUNNING]
+        return len({s.pod_uid for s in running}), len(running)
 
     def summary(self) -> str:
         return json.dumps({"pods": len(self.workers), "master": self.masters.endpoint})

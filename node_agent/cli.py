@@ -12,11 +12,14 @@ import sys
 import click
 import grpc
 import uvloop
+from prometheus_client import CollectorRegistry, start_http_server
 
 from control_plane.client import INSECURE, ClientCredentials
 from control_plane.nodepb import node_pb2_grpc
 from node_agent.agent import Agent, AgentConfig
+from node_agent.hollow import hollow_agents
 from node_agent.log_service import LogService
+from node_agent.metrics import AgentMetrics
 from node_agent.runtime.process import ProcessRuntime
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,15 @@ def _endpoints(values: tuple[str, ...]) -> list[str]:
 @click.option("--node-ip", default="127.0.0.1", show_default=True, help="The node's InternalIP.")
 @click.option("--heartbeat-interval", default=10.0, show_default=True, help="Seconds between lease renewals.")
 @click.option("--lease-duration", default=40, show_default=True, help="Seconds a renewal lasts.")
+@click.option("--metrics-address", default="", help="HOST:PORT to serve Prometheus /metrics on.")
+@click.option(
+    "--hollow",
+    default=0,
+    show_default=True,
+    help="Simulate this many nodes (NAME-0 ...) in this process: real registration, heartbeats and pod "
+    "status, no containers (as kubemark and KWOK). Needs --cluster-dir with their certificates "
+    "(raftkube init --hollow-nodes N --hollow-prefix NAME).",
+)
 @click.option("--insecure", is_flag=True, help="Plaintext, no certificates (masters started with --insecure).")
 @click.option("--log-level", default="info", show_default=True)
 def agent(
@@ -61,6 +73,8 @@ def agent(
     node_ip: str,
     heartbeat_interval: float,
     lease_duration: int,
+    metrics_address: str,
+    hollow: int,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -73,13 +87,19 @@ def agent(
         key_file = key_file or os.path.join(pki, "nodes", f"{name}.key")
         serving_cert_file = serving_cert_file or os.path.join(pki, "nodes", f"{name}-serving.crt")
         serving_key_file = serving_key_file or os.path.join(pki, "nodes", f"{name}-serving.key")
-    if not insecure and not (ca_file and cert_file and key_file and serving_cert_file and serving_key_file):
+    if hollow and not insecure and not cluster_dir:
+        raise click.UsageError("--hollow needs --cluster-dir (its nodes' certificates are read from there)")
+    if (
+        not hollow
+        and not insecure
+        and not (ca_file and cert_file and key_file and serving_cert_file and serving_key_file)
+    ):
         raise click.UsageError(
             "the agent speaks mTLS: give --cluster-dir, or --ca-file, --cert-file, --key-file, "
             "--serving-cert-file and --serving-key-file (or --insecure for a plaintext cluster)"
         )
     try:
-        credentials = INSECURE if insecure else ClientCredentials.from_files(ca_file, cert_file, key_file)
+        credentials = INSECURE if insecure or hollow else ClientCredentials.from_files(ca_file, cert_file, key_file)
     except OSError as e:
         click.echo(f"raftkube agent: {e}", err=True)
         sys.exit(2)
@@ -92,11 +112,16 @@ def agent(
         heartbeat_interval=heartbeat_interval,
         lease_duration=lease_duration,
     )
+    if hollow:
+        uvloop.run(run_hollow(config, hollow, cluster_dir, insecure, metrics_address))
+        return
     serving = None if insecure else (serving_cert_file, serving_key_file, ca_file)
-    uvloop.run(run_agent(config, listen_address, serving))
+    uvloop.run(run_agent(config, listen_address, serving, metrics_address))
 
 
-async def run_agent(config: AgentConfig, listen_address: str, serving: tuple[str, str, str] | None) -> None:
+async def run_agent(
+    config: AgentConfig, listen_address: str, serving: tuple[str, str, str] | None, metrics_address: str = ""
+) -> None:
     os.makedirs(config.data_dir, exist_ok=True)
     runtime = ProcessRuntime(os.path.join(config.data_dir, "containers"))
     server = grpc.aio.server()
@@ -107,7 +132,12 @@ async def run_agent(config: AgentConfig, listen_address: str, serving: tuple[str
         credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
         port = server.add_secure_port(listen_address, credentials)
     config.port = port
-    agent = Agent(config, runtime)
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    if metrics_address:
+        host, _, metrics_port = metrics_address.rpartition(":")
+        start_http_server(int(metrics_port), addr=host or "0.0.0.0", registry=registry)
+    agent = Agent(config, runtime, metrics)
     node_pb2_grpc.add_AgentServicer_to_server(LogService(lambda: [w for w, _ in agent.workers.values()]), server)
     await server.start()
     stop = asyncio.Event()
@@ -127,3 +157,39 @@ async def run_agent(config: AgentConfig, listen_address: str, serving: tuple[str
     await agent.stop()
     with contextlib.suppress(Exception):
         await server.stop(grace=1.0)
+
+
+async def run_hollow(config: AgentConfig, count: int, cluster_dir: str | None, insecure: bool, metrics: str) -> None:
+    """`count` hollow nodes named NAME-i in this process (node_agent/hollow.py)."""
+
+    def credentials_for(name: str) -> ClientCredentials:
+        if insecure or not cluster_dir:
+            return INSECURE
+        pki = os.path.join(cluster_dir, "pki")
+        nodes = os.path.join(pki, "nodes")
+        return ClientCredentials.from_files(
+            os.path.join(pki, "ca.crt"), os.path.join(nodes, f"{name}.crt"), os.path.join(nodes, f"{name}.key")
+        )
+
+    registry = CollectorRegistry()
+    if metrics:
+        host, _, port = metrics.rpartition(":")
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    fleet = hollow_agents(
+        config.name,
+        count,
+        config.endpoints,
+        credentials_for,
+        config.data_dir,
+        config.heartbeat_interval,
+        config.lease_duration,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    for start in range(0, count, 50):  # registrations in waves, not a thousand TLS handshakes at once
+        await asyncio.gather(*(a.start() for a in fleet[start : start + 50]))
+    log.info("%d hollow nodes %s-0..%d running", count, config.name, count - 1)
+    await stop.wait()
+    await asyncio.gather(*(a.stop() for a in fleet))

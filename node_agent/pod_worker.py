@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node_agent.environment import ConfigError, Lookup, container_env
+from node_agent.metrics import AgentMetrics
 from node_agent.probes import Prober, ProbeSpec, run_probe
 from node_agent.runtime import ContainerConfig, ContainerStatus, Runtime, StartFailed, State
 
@@ -72,6 +73,7 @@ class Node:
     report: Callable[[Object, Object], Awaitable[None]]  # (pod, status)
     stopped: Callable[[Object], Awaitable[None]]  # the pod has stopped: end its deletion
     env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    metrics: AgentMetrics | None = None
 
 
 class PodWorker:
@@ -85,6 +87,8 @@ class PodWorker:
             Container(c) for c in spec.get("containers") or ()
         ]
         self.started_at = time.time()
+        self._seen = time.perf_counter()
+        self._start_observed = False
         self.gone = False  # deleted from the API without a graceful stop
         self._wake = asyncio.Event()
         self._reported: Object | None = None
@@ -226,6 +230,7 @@ class PodWorker:
             log_path=os.path.join(pod_dir, "logs", c.name, f"{c.restarts}.log"),
             image=str(spec.get("image", "")),
         )
+        began = time.perf_counter()
         try:
             c.current = await self.node.runtime.start(config)
         except StartFailed as e:
@@ -234,6 +239,8 @@ class PodWorker:
             c.backoff = min(BACKOFF_MAX, c.backoff * 2) if c.backoff else BACKOFF_INITIAL
             return
         c.waiting = ("", "")
+        if self.node.metrics is not None:
+            self.node.metrics.runtime_operations.labels("start_container").observe(time.perf_counter() - began)
         log.info("pod %s: started container %s (attempt %d)", self._key, c.name, c.restarts)
         self._watch_exit(c)
         self._start_probes(c, env, config.working_dir)
@@ -254,8 +261,14 @@ class PodWorker:
         ports = {str(p["name"]): int(p["containerPort"]) for p in c.spec.get("ports") or () if p.get("name")}
         container_id = c.current.id if c.current else ""
 
-        def probe_with(spec: ProbeSpec) -> Callable[[], Awaitable[tuple[bool, str]]]:
-            return lambda: run_probe(spec.handler, spec.timeout, self.pod_ip, env, cwd, ports)
+        def probe_with(spec: ProbeSpec, kind: str) -> Callable[[], Awaitable[tuple[bool, str]]]:
+            async def probe() -> tuple[bool, str]:
+                result = await run_probe(spec.handler, spec.timeout, self.pod_ip, env, cwd, ports)
+                if self.node.metrics is not None:
+                    self.node.metrics.probes.labels(kind, "successful" if result[0] else "failed").inc()
+                return result
+
+            return probe
 
         startup = c.spec.get("startupProbe")
         liveness = c.spec.get("livenessProbe")
@@ -284,16 +297,17 @@ class PodWorker:
             loop = asyncio.get_running_loop()
             if liveness:
                 spec = ProbeSpec.parse(liveness)
-                c.probes.append(loop.create_task(Prober(spec, probe_with(spec), on_liveness, True).run()))
+                c.probes.append(loop.create_task(Prober(spec, probe_with(spec, "Liveness"), on_liveness, True).run()))
             if readiness:
                 spec = ProbeSpec.parse(readiness)
-                c.probes.append(loop.create_task(Prober(spec, probe_with(spec), on_readiness).run()))
+                c.probes.append(loop.create_task(Prober(spec, probe_with(spec, "Readiness"), on_readiness).run()))
 
         if c.init:
             return
         if startup:
             spec = ProbeSpec.parse(startup)
-            c.probes.append(asyncio.get_running_loop().create_task(Prober(spec, probe_with(spec), on_startup).run()))
+            prober = Prober(spec, probe_with(spec, "Startup"), on_startup)
+            c.probes.append(asyncio.get_running_loop().create_task(prober.run()))
         else:
             start_gated()
 
@@ -320,7 +334,10 @@ class PodWorker:
         running = [c for c in self.containers if c.current is not None and c.current.state is State.RUNNING]
         for c in self.containers:
             self._stop_probes(c)
+        began = time.perf_counter()
         await asyncio.gather(*(self.node.runtime.stop(c.current.id, float(grace)) for c in running if c.current))
+        if self.node.metrics is not None and running:
+            self.node.metrics.runtime_operations.labels("stop_container").observe(time.perf_counter() - began)
         for c in running:
             if c.current is not None and c.current.state is State.EXITED:
                 c.last, c.current, c.done, c.ready = c.current, None, True, False
@@ -427,6 +444,10 @@ class PodWorker:
 
     async def _publish(self) -> None:
         status = self.status()
+        started = status["phase"] == "Running" and all("running" in c["state"] for c in status["containerStatuses"])
+        if started and not self._start_observed and self.node.metrics is not None:
+            self._start_observed = True
+            self.node.metrics.pod_start.observe(time.perf_counter() - self._seen)
         if status == self._reported:
             return
         try:

@@ -26,14 +26,21 @@ def _master(value: str) -> tuple[str, list[str]]:
     help="ID=HOST[,HOST...]: a master and the addresses or names it is reached at (repeat).",
 )
 @click.option("--node", "nodes", multiple=True, help="A node agent's name, for its client certificate (repeat).")
-def init(directory: str, masters: tuple[str, ...], nodes: tuple[str, ...]) -> None:
+@click.option("--hollow-nodes", default=0, show_default=True, help="Client certificates for this many hollow nodes.")
+@click.option("--hollow-prefix", default="hollow", show_default=True, help="Their names: PREFIX-0, PREFIX-1, ...")
+def init(
+    directory: str, masters: tuple[str, ...], nodes: tuple[str, ...], hollow_nodes: int, hollow_prefix: str
+) -> None:
     """Write the cluster secret, the CA, serving and client certificates and
     the token file into DIR; what exists is kept, what is missing is added."""
     try:
         parsed = dict(_master(m) for m in masters)
     except click.BadParameter as e:
         raise click.UsageError(str(e)) from None
-    written = ClusterDir(directory).init(parsed, nodes)
+    cluster = ClusterDir(directory)
+    written = cluster.init(parsed, nodes)
+    if hollow_nodes:
+        written += cluster.init_hollow(hollow_prefix, hollow_nodes)
     for path in written:
         click.echo(f"wrote {path}")
     if not written:

@@ -44,7 +44,9 @@ def describe(cluster: LocalCluster, leader: str) -> str:
             f"metrics http://{m.metrics_address}/metrics  log {m.log_path}"
         )
     for a in cluster.agents:
-        lines.append(f"  {a.id}  node agent (process runtime)  log {a.log_path}")
+        lines.append(
+            f"  {a.id}  node agent (process runtime)  metrics http://{a.metrics_address}/metrics  log {a.log_path}"
+        )
     raftkube = _command_name()
     lines += [
         "",

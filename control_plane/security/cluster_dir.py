@@ -119,6 +119,17 @@ class ClusterDir:
             written.append(self.audit_policy_path)
         return written
 
+    def init_hollow(self, prefix: str, count: int) -> list[str]:
+        """Client certificates for `count` hollow nodes (prefix-0 ...): they
+        serve nothing, so they get no serving certificate."""
+        ca = CertificateAuthority.load(*self.ca_paths())
+        written: list[str] = []
+        for i in range(count):
+            name = f"{prefix}-{i}"
+            issue = functools.partial(ca.issue_client, f"system:node:{name}", ["system:nodes"])
+            written += _issue(self.node_paths(name), issue)
+        return written
+
 
 def _issue(paths: tuple[str, str], issue: Callable[[], Issued]) -> list[str]:
     """Issue and write a pair unless both files exist."""

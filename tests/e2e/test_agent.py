@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,6 +109,13 @@ def test_logs_follow_streams_as_the_container_writes(cluster: LocalCluster, api:
     assert numbers == list(range(numbers[0], numbers[0] + 8))  # in order, none lost, as they were written
     tail = kubectl(cluster, "logs", "ticker", "--tail", "2").splitlines()
     assert len(tail) == 2
+    with urllib.request.urlopen(f"http://{cluster.agent('n2').metrics_address}/metrics", timeout=10) as resp:
+        scrape = resp.read().decode()
+    running = next(line for line in scrape.splitlines() if line.startswith("kubelet_running_pods "))
+    assert float(running.split()[1]) >= 1
+    assert (
+        "kubelet_pod_start_duration_seconds_count" in scrape and "raftkube_agent_heartbeat_duration_seconds" in scrape
+    )
 
 
 def test_a_failing_liveness_probe_restarts_the_container(api: Api) -> None:
@@ -215,3 +223,34 @@ def test_agents_outlive_their_master_and_their_own_restart(cluster: LocalCluster
     assert status_of(api, "steady")["containerStatuses"][0]["containerID"] == first_id  # adopted, not restarted
     steady = subprocess.run(["pgrep", "-f", "^sleep 7777$"], capture_output=True, text=True).stdout.split()
     assert len(steady) == 1, steady  # one process, not two
+
+
+def test_hollow_nodes_register_heartbeat_and_run_pods(cluster: LocalCluster, api: Api, tmp_path: Any) -> None:
+    cluster.security.init_hollow("hollow", 3)
+    command = [
+        sys.executable, "-m", "node_agent", "--name", "hollow", "--hollow", "3",
+        "--server", ",".join(cluster.endpoints), "--data-dir", str(tmp_path),
+        "--cluster-dir", cluster.directory, "--heartbeat-interval", "1",
+    ]  # fmt: skip
+    fleet = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def hollow_nodes() -> list[str]:
+            nodes = api.ok("GET", "/api/v1/nodes?labelSelector=raftkube.io%2Fhollow%3Dtrue")["items"]
+            return sorted(n["metadata"]["name"] for n in nodes)
+
+        wait_until(lambda: hollow_nodes() == ["hollow-0", "hollow-1", "hollow-2"], "3 hollow nodes", timeout=30)
+        lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/hollow-2"
+        first = api.ok("GET", lease)["spec"]["renewTime"]
+        wait_until(lambda: api.ok("GET", lease)["spec"]["renewTime"] != first, "a renewal", timeout=10)
+        probe = {"exec": {"command": ["false"]}, "periodSeconds": 1}  # not run: nothing is behind a hollow pod
+        body = pod("on-hollow", "hollow-1", container("c", "anything", readinessProbe=probe))
+        api.ok("POST", "/api/v1/namespaces/default/pods", body)
+        ready = lambda: condition(status_of(api, "on-hollow"), "Ready") == "True"  # noqa: E731
+        wait_until(ready, "the hollow pod ready", timeout=30)
+        api.ok("DELETE", "/api/v1/namespaces/default/pods/on-hollow")
+        gone = lambda: api.call("GET", "/api/v1/namespaces/default/pods/on-hollow")[0] == 404  # noqa: E731
+        wait_until(gone, "the hollow pod deleted", timeout=30)
+    finally:
+        fleet.terminate()
+        fleet.wait(30)
