@@ -70,10 +70,8 @@ class HollowAgent(Agent):
     """An agent whose pods' probes are dropped (nothing could answer them)."""
 
     def _pod(self, pod: Object, adopted: dict[str, list[Any]]) -> None:
-        for c in [
-            *(pod.get("spec") or {}).get("initContainers") or (),
-            *(pod.get("spec") or {}).get("containers") or (),
-        ]:
+        spec = pod.get("spec") or {}
+        for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 c.pop(probe, None)
         super()._pod(pod, adopted)
