@@ -168,6 +168,8 @@ class MasterConfig:
             election_timeout_max=self.election_timeout_max,
             heartbeat_interval=self.heartbeat_interval,
             leader_fallback_timeout=max(1.0, self.election_timeout_max * 1.5),
+            # pysyncobj requires a connection to outlast an election timeout.
+            connection_timeout=max(3.5, self.election_timeout_max),
             join=self.join,
             **self.extra_raft,  # type: ignore[arg-type]
         )
