@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -112,7 +111,6 @@ class Agent:
         )
         self.workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
         self.resource_version = ""
-        self.renewals: list[float] = []  # when each lease renewal was acknowledged
         self.registered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.node = Node(
@@ -227,8 +225,6 @@ class Agent:
                 return
             if self.metrics is not None:
                 self.metrics.heartbeat.observe(time.perf_counter() - sent)
-            self.renewals.append(time.monotonic())
-            del self.renewals[:-1000]
             await asyncio.sleep(interval)
 
     # -- pods ---------------------------------------------------------------------------------
@@ -348,9 +344,6 @@ class Agent:
     def _running(self) -> tuple[int, int]:
         running = [s for s in self.runtime.containers() if s.state is State.RUNNING]
         return len({s.pod_uid for s in running}), len(running)
-
-    def summary(self) -> str:
-        return json.dumps({"pods": len(self.workers), "master": self.masters.endpoint})
 
 
 def _finished(pod: Object) -> bool:
