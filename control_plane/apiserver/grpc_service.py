@@ -124,7 +124,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         try:
             user = await self.access.authenticate(self.access.grpc_credentials(context))
             attrs = self._attributes(user, verb, ref, field_selector)
-            audit = self.access.begin_audit(attrs, _request_uri(ref), [_peer_ip(context)], _agent(context, full=True))
+            audit = self.access.begin_audit(attrs, _request_uri(ref), [peer_ip(context)], _agent(context, full=True))
             if audit is not None and body:
                 with contextlib.suppress(*codec.DecodeError):
                     decoded = codec.loads(body)
@@ -138,14 +138,14 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         except ApiError as e:
             code = e.code
             status = e.status()
-            await _abort(context, e)
+            await abort(context, e)
             raise  # abort raises
         except asyncio.CancelledError:
             code = 499
             raise
         except Exception as e:
             log.exception("gRPC %s %s failed", verb, label)
-            await _abort(context, errors.internal(f"internal error: {e!r}"))
+            await abort(context, errors.internal(f"internal error: {e!r}"))
             raise
         finally:
             self.metrics.observe(verb, label, code, time.perf_counter() - started)
@@ -304,7 +304,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             user = await self.access.authenticate(self.access.grpc_credentials(context))
             attrs = self._attributes(user, "WATCH", ref, request.field_selector)
             audit = self.access.begin_audit(
-                attrs, _request_uri(ref, watch=True), [_peer_ip(context)], _agent(context, True)
+                attrs, _request_uri(ref, watch=True), [peer_ip(context)], _agent(context, True)
             )
             self.access.authorize(attrs, audit)
             r = self._resource(ref)
@@ -317,7 +317,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         except ApiError as e:
             self.metrics.observe("WATCH", label, e.code, time.perf_counter() - started)
             self.access.finish_audit(audit, e.code, None, e.status())
-            await _abort(context, e)
+            await abort(context, e)
             return
         watchers = self.metrics.watchers.labels(r.plural)
         watchers.inc()
@@ -340,7 +340,8 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             self.access.finish_audit(audit, code)
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+async def abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    """End a call with the Kubernetes status of `error` (code and trailer)."""
     context.set_trailing_metadata(trailer(error))
     await context.abort(grpc_code(error), error.message)
 
@@ -355,7 +356,7 @@ def _agent(context: grpc.aio.ServicerContext, full: bool = False) -> str:
     return "unknown"
 
 
-def _peer_ip(context: grpc.aio.ServicerContext) -> str:
+def peer_ip(context: grpc.aio.ServicerContext) -> str:
     """ipv4:127.0.0.1:5555 -> 127.0.0.1"""
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")

@@ -19,9 +19,9 @@ import grpc
 
 from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
-from control_plane.apis.grpc_errors import grpc_code, trailer
 from control_plane.apis.resources import REGISTRY
 from control_plane.apiserver.access import Access
+from control_plane.apiserver.grpc_service import abort, peer_ip
 from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
@@ -64,10 +64,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
         try:
             user = await self.access.authenticate(self.access.grpc_credentials(context))
         except ApiError as e:
-            await _abort(context, e)
+            await abort(context, e)
             raise
         if not user.node_name:
-            await _abort(
+            await abort(
                 context,
                 ApiError(
                     403, "Forbidden", f'User "{user.name}" is not a node (want system:node:<name> in system:nodes)'
@@ -76,12 +76,12 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return user, user.node_name
 
     async def _check(self, context: grpc.aio.ServicerContext, attrs: Attributes, uri: str) -> AuditEvent | None:
-        audit = self.access.begin_audit(attrs, uri, [_peer(context)], "raftkube-agent")
+        audit = self.access.begin_audit(attrs, uri, [peer_ip(context)], "raftkube-agent")
         try:
             self.access.authorize(attrs, audit)
         except ApiError as e:
             self.access.finish_audit(audit, e.code, status=e.status())
-            await _abort(context, e)
+            await abort(context, e)
         return audit
 
     async def _run(self, context: grpc.aio.ServicerContext, audit: AuditEvent | None, call: Any) -> Any:
@@ -89,7 +89,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             result = await call
         except ApiError as e:
             self.access.finish_audit(audit, e.code, status=e.status())
-            await _abort(context, e)
+            await abort(context, e)
             raise
         self.access.finish_audit(audit, 200)
         return result
@@ -210,7 +210,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             status = _object(request.status)
         except ApiError as e:
             self.access.finish_audit(audit, e.code, status=e.status())
-            await _abort(context, e)
+            await abort(context, e)
             raise
 
         def set_status(pod: Object) -> Object:
@@ -243,12 +243,3 @@ def _object(data: bytes) -> Object:
     if not isinstance(obj, dict):
         raise errors.bad_request("the object must be a JSON object")
     return obj
-
-
-def _peer(context: grpc.aio.ServicerContext) -> str:
-    return (context.peer() or "").partition(":")[2].rpartition(":")[0]
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
-    context.set_trailing_metadata(trailer(error))
-    await context.abort(grpc_code(error), error.message)

@@ -18,6 +18,7 @@ import grpc
 
 from control_plane.apis.errors import ApiError
 from control_plane.apiserver.access import Access
+from control_plane.apiserver.grpc_service import peer_ip
 from control_plane.security.audit import AuditEvent
 from control_plane.security.authz import Attributes
 from control_plane.security.identity import SYSTEM_MASTERS
@@ -40,9 +41,8 @@ class _Guard:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
             raise
         attrs = Attributes(user, method.lower(), resource_request=False, path=path)
-        peer = (context.peer() or "").partition(":")[2].rpartition(":")[0]
         agent = dict(context.invocation_metadata() or ()).get("user-agent", "")
-        audit = self.access.begin_audit(attrs, path, [peer], str(agent))
+        audit = self.access.begin_audit(attrs, path, [peer_ip(context)], str(agent))
         if SYSTEM_MASTERS not in user.groups:
             self.access.finish_audit(audit, 403)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f'User "{user.name}": {DENIED}')
