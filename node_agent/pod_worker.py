@@ -167,7 +167,7 @@ class PodWorker:
                     if c.init and c.last is not None and c.last.exit_code != 0:
                         return  # the pod failed at an init container
                     continue
-            if c.not_before > now:
+            if c.not_before > time.time():  # (now was before _exited set the back-off)
                 c.waiting = (
                     "CrashLoopBackOff",
                     f"back-off {c.delay:g}s restarting failed container={c.name} pod={self._pod_name()}",
