@@ -595,29 +595,14 @@ def _is_our_server(pid: int) -> bool:
 
 
 def kill_containers(agent_data_dir: str) -> None:
-    """SIGKILL the process groups of the containers an agent left running
-    (what its process runtime's state files name)."""
+    """SIGKILL the containers an agent left running. The process runtime
+    owns its state files: it is asked, as a command (the control plane
+    imports nothing of the node agent)."""
     state_dir = os.path.join(agent_data_dir, "containers")
-    if not os.path.isdir(state_dir):
-        return
-    for entry in os.listdir(state_dir):
-        if not entry.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(state_dir, entry), encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue
-        pid = int(record.get("pid") or 0)
-        if record.get("state") == "running" and pid and _start_ticks(pid) == record.get("start_ticks"):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When a process started (so a recycled pid is not taken for it)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return int(f.read().rpartition(")")[2].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    if os.path.isdir(state_dir):
+        subprocess.run(
+            [sys.executable, "-m", "node_agent.runtime.process", "kill-all", state_dir],
+            check=False,
+            capture_output=True,
+            timeout=30,
+        )

@@ -24,6 +24,7 @@ import grpc
 from control_plane.apis import codec
 from control_plane.apis.errors import ApiError
 from control_plane.client import ApiClient, ClientCredentials, resource
+from control_plane.client.api import CHANNEL_OPTIONS
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
 from node_agent.host import node_object
@@ -34,15 +35,6 @@ from node_agent.runtime import Runtime, State
 log = logging.getLogger(__name__)
 Object = dict[str, Any]
 
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.keepalive_time_ms", 5000),
-    ("grpc.keepalive_timeout_ms", 3000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", -1),
-]
 EVENT_NAMES = {v: k.removeprefix("EVENT_TYPE_") for k, v in pb.EventType.items()}
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from control_plane.apis.pods import all_containers
 from control_plane.client import ClientCredentials
 from node_agent.agent import Agent, AgentConfig
 from node_agent.runtime import ContainerConfig, ContainerStatus, State
@@ -71,7 +72,7 @@ class HollowAgent(Agent):
 
     def _pod(self, pod: Object, adopted: dict[str, list[Any]]) -> None:
         spec = pod.get("spec") or {}
-        for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
+        for c in all_containers(spec):
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 c.pop(probe, None)
         super()._pod(pod, adopted)

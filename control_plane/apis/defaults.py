@@ -9,6 +9,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from control_plane.apis.pods import all_containers
 from control_plane.apis.quantity import parse_quantity
 
 Defaulter = Callable[[dict[str, Any]], None]
@@ -34,9 +35,8 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
     spec.setdefault("enableServiceLinks", True)
-    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-        if isinstance(c, dict):
-            _container(c)
+    for c in all_containers(spec):
+        _container(c)
 
 
 def _template(spec: dict[str, Any]) -> None:
@@ -61,9 +61,8 @@ def default_pod(obj: dict[str, Any]) -> None:
     spec = obj.get("spec")
     if isinstance(spec, dict):
         default_pod_spec(spec)
-        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-            if isinstance(c, dict):
-                _requests_from_limits(c)
+        for c in all_containers(spec):
+            _requests_from_limits(c)
     obj.setdefault("status", {}).setdefault("phase", "Pending")
 
 
@@ -85,7 +84,7 @@ def qos_class(spec: dict[str, Any]) -> str:
     requests: dict[str, Decimal] = {}
     limits: dict[str, Decimal] = {}
     guaranteed = True
-    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+    for c in all_containers(spec):
         resources = c.get("resources") or {}
         for name, value in (resources.get("requests") or {}).items():
             quantity = parse_quantity(value)

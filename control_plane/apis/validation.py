@@ -158,25 +158,9 @@ def _resources(causes: list[Cause], path: str, resources: Any) -> None:
     if not isinstance(resources, dict):
         bad(causes, path, resources, "must be an object")
         return
-    parsed: dict[str, dict[str, Decimal]] = {}
-    for kind in ("requests", "limits"):
-        values = resources.get(kind)
-        parsed[kind] = {}
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            bad(causes, f"{path}.{kind}", values, "must be an object")
-            continue
-        for name, value in values.items():
-            where = f"{path}.{kind}[{name}]"
-            try:
-                quantity = parse_quantity(value)
-            except ValueError as e:
-                bad(causes, where, value, str(e))
-                continue
-            if quantity < 0:
-                bad(causes, where, value, "must be greater than or equal to 0")
-            parsed[kind][name] = quantity
+    parsed = {
+        kind: _quantities(causes, f"{path}.{kind}", resources.get(kind), False) for kind in ("requests", "limits")
+    }
     for name, request in parsed["requests"].items():
         limit = parsed["limits"].get(name)
         if limit is not None and request > limit:
@@ -375,8 +359,8 @@ def validate_lease(obj: dict[str, Any], causes: list[Cause]) -> None:
         bad(causes, "spec.leaseDurationSeconds", seconds, "must be greater than 0")
 
 
-def _quantities(causes: list[Cause], path: str, values: Any) -> dict[str, Decimal]:
-    """A resource-name -> quantity map (quota hard limits, limit ranges)."""
+def _quantities(causes: list[Cause], path: str, values: Any, check_names: bool = True) -> dict[str, Decimal]:
+    """A resource-name -> quantity map (requests, limits, quota hard limits, limit ranges)."""
     out: dict[str, Decimal] = {}
     if values is None:
         return out
@@ -385,7 +369,8 @@ def _quantities(causes: list[Cause], path: str, values: Any) -> dict[str, Decima
         return out
     for name, value in values.items():
         where = f"{path}[{name}]"
-        qualified_key(causes, where, name)
+        if check_names:
+            qualified_key(causes, where, name)
         try:
             quantity = parse_quantity(value)
         except ValueError as e:

@@ -148,6 +148,11 @@ class Access:
             return None
         return self.auditor.begin(attrs, request_uri, source_ips, user_agent)
 
+    def audit_started(self, event: AuditEvent | None) -> None:
+        """A long-running request (a watch) began answering."""
+        if event is not None and self.auditor is not None:
+            self.auditor.started(event)
+
     def finish_audit(
         self, event: AuditEvent | None, code: int, response: Any = None, status: dict[str, Any] | None = None
     ) -> None:

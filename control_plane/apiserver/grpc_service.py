@@ -321,8 +321,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             return
         watchers = self.metrics.watchers.labels(r.plural)
         watchers.inc()
-        if self.access.auditor is not None:
-            self.access.auditor.started(audit)
+        self.access.audit_started(audit)
         try:
             async with asyncio.timeout(request.timeout_seconds or None):
                 events = self.service.watch(r, ref.namespace, opts, request.allow_bookmarks, ref.name)

@@ -185,8 +185,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         selector = f"spec.nodeName={node}"
         attrs = Attributes(user, "watch", resource="pods", field_selector=selector)
         audit = await self._check(context, attrs, f"/api/v1/pods?watch=true&fieldSelector={selector}")
-        if self.access.auditor is not None:
-            self.access.auditor.started(audit)
+        self.access.audit_started(audit)
         opts = ListOptions(field_selector=selector, resource_version=request.resource_version)
         code = 200
         try:

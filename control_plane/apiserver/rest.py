@@ -19,7 +19,7 @@ from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apiserver import discovery, k8s_protobuf, openapi, tables
-from control_plane.apiserver.access import Access, certificate_identity, request_attributes
+from control_plane.apiserver.access import Access, certificate_identity, kube_verb, request_attributes
 from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.node_logs import LogOptions, NodeLogs
@@ -53,14 +53,11 @@ class RequestInfo:
 
 
 def request_verb(method: str, t: Target, request: web.Request) -> str:
-    """The verb of a resource request, as kube-apiserver names it."""
-    if method == "GET":
-        return "watch" if _flag(request.query.get("watch")) else "get" if t.name else "list"
-    if method == "DELETE":
-        return "delete" if t.name else "deletecollection"
-    if method == "PATCH":
-        return "apply" if _is_apply(request.headers.get("Content-Type", "")) else "patch"
-    return {"POST": "create", "PUT": "update"}.get(method, method.lower())
+    """The verb of a resource request, as kube-apiserver's metrics name it
+    (authorization's verb, but a server-side apply is "apply")."""
+    if method == "PATCH" and _is_apply(request.headers.get("Content-Type", "")):
+        return "apply"
+    return kube_verb(method, bool(t.name), _flag(request.query.get("watch")))
 
 
 def _is_apply(content_type: str) -> bool:
@@ -361,8 +358,7 @@ class RestApi:
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        if self.access.auditor is not None:
-            self.access.auditor.started(request.get("audit"))
+        self.access.audit_started(request.get("audit"))
         watchers = self.metrics.watchers.labels(t.resource.plural)
         watchers.inc()
         as_table = _wants_table(request.headers.get("Accept", ""))

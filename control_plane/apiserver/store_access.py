@@ -70,8 +70,7 @@ def _unary(guard: _Guard, name: str, method: Callable[..., Any]) -> Callable[...
 def _streaming(guard: _Guard, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         audit = await guard.admit(context, name)
-        if guard.access.auditor is not None:
-            guard.access.auditor.started(audit)
+        guard.access.audit_started(audit)
         failed = True
         try:
             async for response in method(request, context):

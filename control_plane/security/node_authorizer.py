@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from control_plane.apis.pods import all_containers
 from control_plane.apis.selectors import field_equalities
 from control_plane.security.authz import NO_OPINION, Attributes, Decision, Verdict
 
@@ -45,7 +46,7 @@ def pod_references(pod: Object) -> Object:
                 secrets.add(source["secret"]["name"])
             if (source.get("configMap") or {}).get("name"):
                 configmaps.add(source["configMap"]["name"])
-    for container in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
+    for container in all_containers(spec):
         for env in container.get("env") or ():
             source = env.get("valueFrom") or {}
             if (source.get("secretKeyRef") or {}).get("name"):

@@ -206,3 +206,32 @@ class ProcessRuntime:
     async def wait(self, container_id: str) -> ContainerStatus:
         await self._exited[container_id].wait()
         return self._status[container_id]
+
+
+def kill_all(state_dir: str) -> int:
+    """SIGKILL the process groups of every container still running that a
+    ProcessRuntime in `state_dir` started (what `raftkube down` does to
+    the containers agents leave behind); how many there were."""
+    killed = 0
+    for entry in os.listdir(state_dir) if os.path.isdir(state_dir) else ():
+        if not entry.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(state_dir, entry), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        pid = int(record.get("pid") or 0)
+        if record.get("state") == State.RUNNING.value and pid and _start_ticks(pid) == record.get("start_ticks"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+if __name__ == "__main__":  # python -m node_agent.runtime.process kill-all STATE_DIR
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "kill-all":
+        sys.exit("usage: python -m node_agent.runtime.process kill-all STATE_DIR")
+    print(f"killed {kill_all(sys.argv[2])} containers")

@@ -79,8 +79,12 @@ class Plugin:
     resources: ClassVar[frozenset[str]] = frozenset()
     mutating: ClassVar[bool] = False
     validating: ClassVar[bool] = True
+    # Only writes of the object itself, not of its subresources (status, binding...).
+    main_resource_only: ClassVar[bool] = False
 
     def handles(self, req: AdmissionRequest) -> bool:
+        if self.main_resource_only and req.subresource:
+            return False
         return req.operation in self.operations and (not self.resources or req.resource.plural in self.resources)
 
     async def admit(self, req: AdmissionRequest) -> None:

@@ -26,13 +26,11 @@ class DefaultTolerationSeconds(Plugin):
     operations = frozenset((CREATE,))
     resources = frozenset(("pods",))
     mutating = True
+    main_resource_only = True
     validating = False
 
     def __init__(self, seconds: int = DEFAULT_SECONDS):
         self.seconds = seconds
-
-    def handles(self, req: AdmissionRequest) -> bool:
-        return super().handles(req) and not req.subresource
 
     async def admit(self, req: AdmissionRequest) -> None:
         spec = (req.obj or {}).get("spec")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from control_plane.apis.pods import all_containers
 from control_plane.apis.quantity import parse_quantity
 from control_plane.apis.resources import REGISTRY, Resource
 from control_plane.apiserver.admission import CREATE, AdmissionRequest, Object, Plugin, Reader, forbidden
@@ -26,21 +27,15 @@ def _quantity(value: Any) -> Decimal | None:
         return None  # validation says why
 
 
-def _containers(spec: Object) -> list[Object]:
-    return [c for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if isinstance(c, dict)]
-
-
 class LimitRanger(Plugin):
     name = "LimitRanger"
     operations = frozenset((CREATE,))
     resources = frozenset(("pods",))
     mutating = True
+    main_resource_only = True
 
     def __init__(self, reader: Reader):
         self.reader = reader
-
-    def handles(self, req: AdmissionRequest) -> bool:
-        return super().handles(req) and not req.subresource
 
     async def _items(self, req: AdmissionRequest, kind: str) -> list[Object]:
         _, ranges = await self.reader.read_all(LIMIT_RANGES, req.namespace)
@@ -59,7 +54,7 @@ class LimitRanger(Plugin):
         if not items:
             return
         notes = []
-        for container in _containers(spec):
+        for container in all_containers(spec):
             resources = container.setdefault("resources", {})
             if not isinstance(resources, dict):
                 continue
@@ -90,7 +85,7 @@ class LimitRanger(Plugin):
         spec = (req.obj or {}).get("spec")
         if not isinstance(spec, dict):
             return
-        containers = _containers(spec)
+        containers = all_containers(spec)
         for item in await self._items(req, "Container"):
             for container in containers:
                 resources = container.get("resources") or {}

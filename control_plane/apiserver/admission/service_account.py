@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from control_plane.apis.pods import all_containers
 from control_plane.apis.resources import REGISTRY, Resource
 from control_plane.apiserver.admission import CREATE, AdmissionRequest, Plugin, Reader, forbidden
 
@@ -46,12 +47,10 @@ class ServiceAccount(Plugin):
     operations = frozenset((CREATE,))
     resources = frozenset(("pods",))
     mutating = True
+    main_resource_only = True
 
     def __init__(self, reader: Reader):
         self.reader = reader
-
-    def handles(self, req: AdmissionRequest) -> bool:
-        return super().handles(req) and not req.subresource
 
     async def admit(self, req: AdmissionRequest) -> None:
         pod = req.obj or {}
@@ -72,9 +71,7 @@ class ServiceAccount(Plugin):
             automount = account.get("automountServiceAccountToken", True)
         if automount is False:
             return
-        containers = [
-            c for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if isinstance(c, dict)
-        ]
+        containers = all_containers(spec)
         if any(m.get("mountPath") == MOUNT_PATH for c in containers for m in c.get("volumeMounts") or ()):
             return  # the pod mounts something of its own there
         # A name, not a secret: Kubernetes draws it from math/rand too.

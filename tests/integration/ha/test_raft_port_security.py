@@ -5,6 +5,7 @@ bare pysyncobj node without a password, so this test can fail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from control_plane.local_cluster import LocalCluster, free_port
@@ -62,6 +64,34 @@ time.sleep(60)
 """
 
 
+@contextlib.contextmanager
+def bare_pysyncobj(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A stock pysyncobj node (no password) in a process of its own, its
+    port bound: the control runs' target."""
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_PYSYNCOBJ, address],
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        host, port = address.rsplit(":", 1)
+        deadline = time.monotonic() + 10
+        while True:  # the port binds on the node's first tick
+            try:
+                with socket.create_connection((host, int(port)), timeout=1):
+                    break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        yield proc, address
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def test_a_crafted_pickle_frame_runs_nothing_on_a_master(tmp_path: Path, cluster: LocalCluster) -> None:
     marker = tmp_path / "pwned-master"
     for master in cluster.masters:
@@ -72,27 +102,9 @@ def test_a_crafted_pickle_frame_runs_nothing_on_a_master(tmp_path: Path, cluster
 
 def test_control_the_same_frame_runs_code_on_bare_pysyncobj(tmp_path: Path) -> None:
     marker = tmp_path / "pwned-bare"
-    address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BARE_PYSYNCOBJ, address],
-        stdout=subprocess.PIPE,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        deadline = time.monotonic() + 10
-        while True:  # the port binds on the node's first tick
-            try:
-                send_frame(address, crafted_frame(marker))
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+    with bare_pysyncobj(tmp_path) as (_, address):
+        send_frame(address, crafted_frame(marker))
         assert wait_for(marker, 5.0), "control run: the frame should have run code on stock pysyncobj"
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def rss_bytes(pid: int) -> int:
@@ -135,28 +147,9 @@ def test_an_oversized_frame_from_an_unauthenticated_peer_costs_no_memory(cluster
 
 
 def test_control_an_oversized_frame_is_buffered_whole_by_bare_pysyncobj(tmp_path: Path) -> None:
-    address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BARE_PYSYNCOBJ, address],
-        stdout=subprocess.PIPE,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        deadline = time.monotonic() + 10
-        while True:  # the port binds on the node's first tick
-            try:
-                with socket.create_connection(address.rsplit(":", 1), timeout=1):  # type: ignore[arg-type]
-                    break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+    with bare_pysyncobj(tmp_path) as (proc, address):
         before = rss_bytes(proc.pid)
         sent = stream_oversized_frame(address, STREAMED)
         grown = rss_bytes(proc.pid) - before
         print(f"stock pysyncobj: streamed {sent >> 20} MiB; RSS grew {grown / (1 << 20):.1f} MiB")
         assert grown > STREAMED // 2, "control run: stock pysyncobj should have buffered the frame"
-    finally:
-        proc.kill()
-        proc.wait(10)
