@@ -6,9 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
-# Debian packages the tests need (none yet: the node agent's runc and the
-# partition tests' iptables will be listed here).
-DEBIAN_PACKAGES :=
+# Debian packages the tests need: runc and a static busybox (the runc
+# runtime's containers and their busybox image).
+DEBIAN_PACKAGES := runc busybox-static
 CLUSTER_DIR ?= .raftkube
 CHAOS_SECONDS ?= 300
 PYTEST_ARGS ?=

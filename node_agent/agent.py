@@ -11,6 +11,7 @@ vanished meanwhile are stopped.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
 import os
@@ -113,6 +114,7 @@ class Agent:
             lookup=self._lookup,
             report=self._report,
             stopped=self._stopped,
+            request_token=self._request_token,
             metrics=metrics,
         )
         if metrics is not None:
@@ -332,6 +334,26 @@ class Agent:
             if e.code == 404:
                 return None
             raise
+
+    async def _request_token(
+        self, namespace: str, account: str, pod: str, uid: str, audience: str, seconds: int
+    ) -> tuple[str, float]:
+        """A service-account token bound to the pod (the Node authorizer lets
+        a node ask only for its own pods' accounts)."""
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else [],
+                "expirationSeconds": seconds,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid},
+            },
+        }
+        answer = await self.api.create_subresource(resource("serviceaccounts"), account, "token", request, namespace)
+        status = answer.get("status") or {}
+        expires = status.get("expirationTimestamp")
+        at = calendar.timegm(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ")) if expires else time.time() + seconds
+        return str(status.get("token", "")), float(at)
 
     def _running(self) -> tuple[int, int]:
         running = [s for s in self.runtime.containers() if s.state is State.RUNNING]

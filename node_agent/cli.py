@@ -18,9 +18,12 @@ from control_plane.client import INSECURE, ClientCredentials
 from control_plane.nodepb import node_pb2_grpc
 from node_agent.agent import Agent, AgentConfig
 from node_agent.hollow import hollow_agents
+from node_agent.images import ImageError, ImageStore
 from node_agent.log_service import LogService
 from node_agent.metrics import AgentMetrics
+from node_agent.runtime import Runtime
 from node_agent.runtime.process import ProcessRuntime
+from node_agent.runtime.runc import RuncRuntime, runc_usable
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,17 @@ def _endpoints(values: tuple[str, ...]) -> list[str]:
     return out
 
 
-@click.command()
-@click.option("--name", required=True, help="The node's name (its certificate must be system:node:NAME).")
+@click.group(invoke_without_command=True)
+@click.option("--name", help="The node's name (its certificate must be system:node:NAME).  [required]")
 @click.option("--server", "servers", multiple=True, help="A master's gRPC address, HOST:PORT (repeat, or commas).")
-@click.option("--runtime", type=click.Choice(["process"]), default="process", show_default=True)
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Pods' logs and state.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["process", "runc"]),
+    default="process",
+    show_default=True,
+    help="process: child processes on the host; runc: OCI containers from the node's image store.",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Pods' logs, state and images.  [required]")
 @click.option("--cluster-dir", type=click.Path(file_okay=False), help="A `raftkube init` directory (CA, node certs).")
 @click.option("--ca-file", default="", help="The cluster CA (PEM).")
 @click.option("--cert-file", default="", help="The node's client certificate (CN=system:node:NAME).")
@@ -58,11 +67,13 @@ def _endpoints(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--insecure", is_flag=True, help="Plaintext, no certificates (masters started with --insecure).")
 @click.option("--log-level", default="info", show_default=True)
+@click.pass_context
 def agent(
-    name: str,
+    ctx: click.Context,
+    name: str | None,
     servers: tuple[str, ...],
     runtime: str,
-    data_dir: str,
+    data_dir: str | None,
     cluster_dir: str | None,
     ca_file: str,
     cert_file: str,
@@ -78,7 +89,14 @@ def agent(
     insecure: bool,
     log_level: str,
 ) -> None:
-    """Run a node agent: register NAME, renew its lease, run its pods."""
+    """Run a node agent: register NAME, renew its lease, run its pods.
+    `raftkube agent images ...` manages the node's images (runc runtime)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not name or not data_dir:
+        raise click.UsageError("--name and --data-dir are required")
+    if runtime == "runc" and hollow:
+        raise click.UsageError("--hollow runs no containers: it takes no --runtime runc")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if cluster_dir:
         pki = os.path.join(cluster_dir, "pki")
@@ -116,14 +134,32 @@ def agent(
         uvloop.run(run_hollow(config, hollow, cluster_dir, insecure, metrics_address))
         return
     serving = None if insecure else (serving_cert_file, serving_key_file, ca_file)
-    uvloop.run(run_agent(config, listen_address, serving, metrics_address))
+    if runtime == "runc":
+        why = runc_usable()
+        if why:
+            click.echo(f"raftkube agent: --runtime runc: {why}", err=True)
+            sys.exit(2)
+    uvloop.run(run_agent(config, listen_address, serving, metrics_address, runtime))
+
+
+def make_runtime(kind: str, data_dir: str) -> Runtime:
+    if kind == "runc":
+        images = ImageStore(os.path.join(data_dir, "images"))
+        if images.ensure_busybox() is None:
+            log.info("no static busybox on this host (Debian's busybox-static): no busybox image")
+        return RuncRuntime(os.path.join(data_dir, "runc"), images)
+    return ProcessRuntime(os.path.join(data_dir, "containers"))
 
 
 async def run_agent(
-    config: AgentConfig, listen_address: str, serving: tuple[str, str, str] | None, metrics_address: str = ""
+    config: AgentConfig,
+    listen_address: str,
+    serving: tuple[str, str, str] | None,
+    metrics_address: str = "",
+    runtime_kind: str = "process",
 ) -> None:
     os.makedirs(config.data_dir, exist_ok=True)
-    runtime = ProcessRuntime(os.path.join(config.data_dir, "containers"))
+    runtime = make_runtime(runtime_kind, config.data_dir)
     server = grpc.aio.server()
     if serving is None:
         port = server.add_insecure_port(listen_address)
@@ -193,3 +229,35 @@ async def run_hollow(config: AgentConfig, count: int, cluster_dir: str | None, i
     log.info("%d hollow nodes %s-0..%d running", count, config.name, count - 1)
     await stop.wait()
     await asyncio.gather(*(a.stop() for a in fleet))
+
+
+@agent.group()
+def images() -> None:
+    """The node's image store, where the runc runtime finds images."""
+
+
+_IMAGE_DIR = click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="The agent's --data-dir.")
+
+
+@images.command("import")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", default="", help="The image's reference, when the layout names none (or to rename it).")
+@_IMAGE_DIR
+def images_import(archive: str, name: str, data_dir: str) -> None:
+    """Import ARCHIVE, an OCI image layout tarball (skopeo copy ... oci-archive:FILE)."""
+    try:
+        references = ImageStore(os.path.join(data_dir, "images")).import_oci(archive, name)
+    except ImageError as e:
+        raise click.ClickException(str(e)) from None
+    for ref in references:
+        click.echo(f"imported {ref}")
+
+
+@images.command("list")
+@_IMAGE_DIR
+def images_list(data_dir: str) -> None:
+    """The references the store holds, and their image ids."""
+    store = ImageStore(os.path.join(data_dir, "images"))
+    store.ensure_busybox()
+    for ref, image_id in store.references().items():
+        click.echo(f"{ref}\t{image_id[:19]}")

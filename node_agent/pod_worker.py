@@ -19,12 +19,15 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING
 from typing import Any
 
+from control_plane.apis.quantity import parse_quantity
 from node_agent.environment import ConfigError, Lookup, container_env
 from node_agent.metrics import AgentMetrics
 from node_agent.probes import Prober, ProbeSpec, run_probe
-from node_agent.runtime import ContainerConfig, ContainerStatus, Runtime, StartFailed, State
+from node_agent.runtime import ContainerConfig, ContainerStatus, Mount, Runtime, StartFailed, State
+from node_agent.volumes import TokenRequest, VolumeError, Volumes, mounts_for
 
 log = logging.getLogger(__name__)
 Object = dict[str, Any]
@@ -32,6 +35,13 @@ Object = dict[str, Any]
 BACKOFF_INITIAL = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0  # running this long forgets past crashes
+
+
+def _quantity(value: Any, scale: int = 1) -> int:
+    """A resource quantity as an integer (bytes, or millicores with scale 1000), rounded up."""
+    if value in (None, ""):
+        return 0
+    return int((parse_quantity(value) * scale).to_integral_value(rounding=ROUND_CEILING))
 
 
 def rfc3339(t: float) -> str:
@@ -72,7 +82,7 @@ class Node:
     lookup: Lookup
     report: Callable[[Object, Object], Awaitable[None]]  # (pod, status)
     stopped: Callable[[Object], Awaitable[None]]  # the pod has stopped: end its deletion
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    request_token: TokenRequest
     metrics: AgentMetrics | None = None
 
 
@@ -93,6 +103,7 @@ class PodWorker:
         self._wake = asyncio.Event()
         self._reported: Object | None = None
         self._transitions: dict[str, tuple[str, str]] = {}
+        self.volumes = Volumes(node.pod_dir(self.uid), node.lookup, node.request_token)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -168,10 +179,13 @@ class PodWorker:
                         return  # the pod failed at an init container
                     continue
             if c.not_before > time.time():  # (now was before _exited set the back-off)
-                c.waiting = (
-                    "CrashLoopBackOff",
-                    f"back-off {c.delay:g}s restarting failed container={c.name} pod={self._pod_name()}",
-                )
+                if c.waiting[0] in ("ErrImagePull", "ImagePullBackOff"):
+                    c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c.spec.get("image", "")}"')
+                elif c.waiting[0] not in ("CreateContainerConfigError", "ContainerCreating"):
+                    c.waiting = (
+                        "CrashLoopBackOff",
+                        f"back-off {c.delay:g}s restarting failed container={c.name} pod={self._pod_name()}",
+                    )
                 if c.init:
                     return
                 continue
@@ -204,46 +218,78 @@ class PodWorker:
         return f"{meta.get('name')}_{meta.get('namespace')}({self.uid})"
 
     async def _start(self, c: Container) -> None:
+        """Start one container, in the kubelet's order: the image, the
+        volumes, the environment; each failure is the container's waiting
+        reason and it is tried again later."""
         spec = c.spec
-        base = {
-            **self.node.env,
-            "HOSTNAME": str((self.pod.get("metadata") or {}).get("name", "")),
-            "POD_IP": self.pod_ip,
-        }
+        image = str(spec.get("image", ""))
+        try:
+            await self.node.runtime.ensure_image(image)
+        except StartFailed as e:
+            self._failed_start(c, e.reason, e.message)
+            return
+        mounts: list[Mount] = []
+        if self.node.runtime.mounts_volumes:
+            try:
+                mounts = mounts_for(spec, await self.volumes.prepare(self._pod_with_ips()))
+            except VolumeError as e:
+                c.waiting = ("ContainerCreating", str(e))
+                c.not_before = time.time() + 2.0  # what it mounts may appear: look again soon
+                return
+        meta = self.pod.get("metadata") or {}
+        base = {"HOSTNAME": str(meta.get("name", "")), "POD_IP": self.pod_ip}
         try:
             env = await container_env(self._pod_with_ips(), spec, self.node.lookup, base)
         except ConfigError as e:
             c.waiting = ("CreateContainerConfigError", str(e))
             c.not_before = time.time() + 2.0  # configuration may appear: look again soon
             return
-        argv = [str(a) for a in (spec.get("command") or [])] + [str(a) for a in (spec.get("args") or [])]
         pod_dir = self.node.pod_dir(self.uid)
+        resources = spec.get("resources") or {}
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        pod_security = (self.pod.get("spec") or {}).get("securityContext") or {}
+        security = {**pod_security, **(spec.get("securityContext") or {})}
         config = ContainerConfig(
             pod_uid=self.uid,
-            pod_namespace=str(self.pod["metadata"].get("namespace", "")),
-            pod_name=str(self.pod["metadata"].get("name", "")),
+            pod_namespace=str(meta.get("namespace", "")),
+            pod_name=str(meta.get("name", "")),
             name=c.name,
             attempt=c.restarts,
-            argv=argv,
+            command=[str(a) for a in spec.get("command") or ()],
+            args=[str(a) for a in spec.get("args") or ()],
             env=env,
-            working_dir=str(spec.get("workingDir") or os.path.join(pod_dir, "containers", c.name)),
+            working_dir=str(spec.get("workingDir") or ""),
+            scratch_dir=os.path.join(pod_dir, "containers", c.name),
             log_path=os.path.join(pod_dir, "logs", c.name, f"{c.restarts}.log"),
-            image=str(spec.get("image", "")),
+            image=image,
+            memory_limit_bytes=_quantity(limits.get("memory")),
+            cpu_limit_millis=_quantity(limits.get("cpu"), 1000),
+            cpu_request_millis=_quantity(requests.get("cpu"), 1000),
+            mounts=mounts,
+            run_as_user=security.get("runAsUser"),
+            run_as_group=security.get("runAsGroup"),
+            hostname=str((self.pod.get("spec") or {}).get("hostname") or meta.get("name", "")),
+            pod_ip=self.pod_ip,
         )
         began = time.perf_counter()
         try:
             c.current = await self.node.runtime.start(config)
         except StartFailed as e:
-            c.waiting = (e.reason, e.message)
-            c.not_before = time.time() + c.backoff
-            c.backoff = min(BACKOFF_MAX, c.backoff * 2) if c.backoff else BACKOFF_INITIAL
+            self._failed_start(c, e.reason, e.message)
             return
         c.waiting = ("", "")
         if self.node.metrics is not None:
             self.node.metrics.runtime_operations.labels("start_container").observe(time.perf_counter() - began)
         log.info("pod %s: started container %s (attempt %d)", self._key, c.name, c.restarts)
         self._watch_exit(c)
-        self._start_probes(c, env, config.working_dir)
+        self._start_probes(c)
+
+    @staticmethod
+    def _failed_start(c: Container, reason: str, message: str) -> None:
+        """Back off before trying again: 10 s doubling to 5 min, as for a crash."""
+        c.waiting = (reason, message)
+        c.not_before = time.time() + c.backoff
+        c.backoff = min(BACKOFF_MAX, c.backoff * 2) if c.backoff else BACKOFF_INITIAL
 
     def _watch_exit(self, c: Container) -> None:
         assert c.current is not None
@@ -257,13 +303,16 @@ class PodWorker:
 
     # -- probes -----------------------------------------------------------------------------
 
-    def _start_probes(self, c: Container, env: dict[str, str], cwd: str) -> None:
+    def _start_probes(self, c: Container) -> None:
         ports = {str(p["name"]): int(p["containerPort"]) for p in c.spec.get("ports") or () if p.get("name")}
         container_id = c.current.id if c.current else ""
 
+        async def exec_in(argv: list[str], timeout: float) -> tuple[int, str]:
+            return await self.node.runtime.exec(container_id, argv, timeout)
+
         def probe_with(spec: ProbeSpec, kind: str) -> Callable[[], Awaitable[tuple[bool, str]]]:
             async def probe() -> tuple[bool, str]:
-                result = await run_probe(spec.handler, spec.timeout, self.pod_ip, env, cwd, ports)
+                result = await run_probe(spec.handler, spec.timeout, self.pod_ip, exec_in, ports)
                 if self.node.metrics is not None:
                     self.node.metrics.probes.labels(kind, "successful" if result[0] else "failed").inc()
                 return result
@@ -349,6 +398,7 @@ class PodWorker:
         for status in self.node.runtime.containers():
             if status.pod_uid == self.uid and status.state is State.EXITED:
                 await self.node.runtime.remove(status.id)
+        self.volumes.clean_up()
         log.info("pod %s: stopped", self._key)
 
     # -- status ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +48,12 @@ def _port(value: Any, ports: dict[str, int]) -> int:
     raise ValueError(f"port {value!r} is not a number or a named port of the container")
 
 
+# Runs a command in the container: (argv, timeout) -> (exit code, output).
+Exec = Callable[[list[str], float], Awaitable[tuple[int, str]]]
+
+
 async def run_probe(
-    handler: Object, timeout: float, host: str, env: dict[str, str], cwd: str, ports: dict[str, int]
+    handler: Object, timeout: float, host: str, exec_in: Exec, ports: dict[str, int]
 ) -> tuple[bool, str]:
     """One probe: (succeeded, what it saw)."""
     try:
@@ -59,22 +62,8 @@ async def run_probe(
                 command = [str(c) for c in (handler["exec"] or {}).get("command") or []]
                 if not command:
                     return False, "exec probe with no command"
-                proc = await asyncio.create_subprocess_exec(
-                    *command,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                    cwd=cwd if os.path.isdir(cwd) else None,
-                    start_new_session=True,
-                )
-                try:
-                    output, _ = await proc.communicate()
-                finally:
-                    if proc.returncode is None:
-                        with contextlib.suppress(ProcessLookupError):
-                            proc.kill()
-                return proc.returncode == 0, output.decode(errors="replace")[-200:]
+                code, output = await exec_in(command, timeout)
+                return code == 0, output
             if "httpGet" in handler:
                 get = handler["httpGet"] or {}
                 scheme = str(get.get("scheme") or "HTTP").lower()

@@ -285,10 +285,16 @@ class ApiClient:
             options.grace_period_seconds = grace_period_seconds
         return await self._object("Delete", pb.DeleteRequest(ref=_ref(r, namespace, name), options=options), False)
 
+    async def create_subresource(
+        self, r: Resource, name: str, subresource: str, obj: Object, namespace: str = ""
+    ) -> Object:
+        """POST to a subresource: pods/binding, pods/eviction, serviceaccounts/token."""
+        request = pb.CreateRequest(ref=_ref(r, namespace, name, subresource), object=_dumps(obj))
+        return await self._object("Create", request, False)
+
     async def bind(self, namespace: str, pod: str, node: str) -> Object:
         binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod}, "target": {"name": node}}
-        request = pb.CreateRequest(ref=_ref(resource("pods"), namespace, pod, "binding"), object=_dumps(binding))
-        return await self._object("Create", request, False)
+        return await self.create_subresource(resource("pods"), pod, "binding", binding, namespace)
 
     # -- watch ------------------------------------------------------------------------------
 

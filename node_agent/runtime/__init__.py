@@ -5,6 +5,7 @@ Nothing above this package knows which runtime it talks to."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,6 +13,15 @@ from typing import Protocol
 class State(enum.Enum):
     RUNNING = "running"
     EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume, prepared on the host, and where the container sees it."""
+
+    host_path: str
+    container_path: str
+    read_only: bool = False
 
 
 @dataclass
@@ -24,13 +34,29 @@ class ContainerConfig:
     pod_name: str
     name: str
     attempt: int  # restarts so far: each attempt logs to a file of its own
-    argv: list[str]
-    env: dict[str, str]
-    working_dir: str
+    command: list[str]  # the pod's command: replaces the image's entrypoint
+    args: list[str]  # the pod's args: replace the image's cmd
+    env: dict[str, str]  # what the pod spec and the agent define (the image's come under it)
+    working_dir: str  # the pod's workingDir; "" is the image's (or, with no image, scratch_dir)
+    scratch_dir: str  # a host directory that is the container's own
     log_path: str
     image: str = ""
     memory_limit_bytes: int = 0
     cpu_limit_millis: int = 0
+    cpu_request_millis: int = 0
+    mounts: list[Mount] = field(default_factory=list)
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    hostname: str = ""
+    pod_ip: str = ""
+
+
+def command_line(config: ContainerConfig, entrypoint: Sequence[str] = (), cmd: Sequence[str] = ()) -> list[str]:
+    """The process a container runs, by Kubernetes' rules: command replaces
+    the image's entrypoint (and drops its cmd), args replace its cmd."""
+    if config.command:
+        return [*config.command, *config.args]
+    return [*entrypoint, *(config.args or cmd)]
 
 
 @dataclass
@@ -63,6 +89,11 @@ class StartFailed(Exception):
 
 class Runtime(Protocol):
     name: str
+    mounts_volumes: bool  # False: the pod's volumes are not prepared (the process runtime)
+
+    async def ensure_image(self, image: str) -> str:
+        """The image's id; StartFailed (ErrImagePull) when the node cannot have it."""
+        ...
 
     async def start(self, config: ContainerConfig) -> ContainerStatus:
         """Create and start a container; StartFailed when it cannot run."""
@@ -83,4 +114,10 @@ class Runtime(Protocol):
 
     async def wait(self, container_id: str) -> ContainerStatus:
         """Returns once the container has exited."""
+        ...
+
+    async def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
+        """Run a command in a running container, in its environment (an exec
+        probe): its exit code and the end of its output; TimeoutError past
+        `timeout`."""
         ...

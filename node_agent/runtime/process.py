@@ -23,15 +23,16 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 
-from node_agent.runtime import ContainerConfig, ContainerStatus, StartFailed, State
+from node_agent.runtime import ContainerConfig, ContainerStatus, StartFailed, State, command_line
 
 log = logging.getLogger(__name__)
 ADOPTED_POLL = 0.5
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat
     field 22), which tells a process from a later one with the same pid."""
     try:
@@ -44,8 +45,24 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
+def _run_as(uid: int | None, gid: int | None) -> Callable[[], None] | None:
+    """securityContext.runAsUser/runAsGroup for the child (uvloop takes no user= or group=)."""
+    if uid is None and gid is None:
+        return None
+
+    def switch() -> None:
+        if gid is not None:
+            os.setgroups([gid])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+
+    return switch
+
+
 class ProcessRuntime:
     name = "process"
+    mounts_volumes = False
 
     def __init__(self, state_dir: str):
         self.state_dir = state_dir
@@ -55,6 +72,9 @@ class ProcessRuntime:
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The environment and directory each container runs in, for exec probes (an
+        # adopted container's are not known: they run with the agent's PATH).
+        self._env: dict[str, tuple[dict[str, str], str]] = {}
         self._adopt()
 
     # -- state files ------------------------------------------------------------------------
@@ -85,7 +105,7 @@ class ProcessRuntime:
             self._status[status.id] = status
             self._exited[status.id] = asyncio.Event()
             if status.state is State.RUNNING:
-                if status.pid and _start_ticks(status.pid) == ticks:
+                if status.pid and start_ticks(status.pid) == ticks:
                     self._ticks[status.id] = ticks
                     log.info("adopted container %s (pid %d) of pod %s", status.name, status.pid, status.pod_uid)
                 else:
@@ -104,7 +124,7 @@ class ProcessRuntime:
 
     async def _poll_adopted(self, status: ContainerStatus) -> None:
         ticks = self._ticks.get(status.id)
-        while _start_ticks(status.pid) == ticks:
+        while start_ticks(status.pid) == ticks:
             await asyncio.sleep(ADOPTED_POLL)
         self._ended(status, 137, "ContainerStatusUnknown")
 
@@ -118,29 +138,36 @@ class ProcessRuntime:
 
     # -- Runtime ----------------------------------------------------------------------------
 
+    async def ensure_image(self, image: str) -> str:
+        return ""  # commands run on the host: there is no image to have
+
     async def start(self, config: ContainerConfig) -> ContainerStatus:
-        if not config.argv:
+        argv = command_line(config)
+        if not argv:
             raise StartFailed(
                 "RunContainerError", "the process runtime runs a container's command: this container has none"
             )
-        program = config.argv[0]
-        if shutil.which(program, path=config.env.get("PATH", os.environ.get("PATH"))) is None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config.env}
+        program = argv[0]
+        if shutil.which(program, path=env["PATH"]) is None:
             raise StartFailed(
                 "RunContainerError",
                 f'failed to start container "{config.name}": exec: "{program}": executable file not found in $PATH',
             )
+        working_dir = config.working_dir or config.scratch_dir
         os.makedirs(os.path.dirname(config.log_path), exist_ok=True)
-        os.makedirs(config.working_dir, exist_ok=True)
+        os.makedirs(working_dir, exist_ok=True)
         with open(config.log_path, "ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *config.argv,
+                    *argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
-                    cwd=config.working_dir,
-                    env=config.env,
+                    cwd=working_dir,
+                    env=env,
                     start_new_session=True,
+                    preexec_fn=_run_as(config.run_as_user, config.run_as_group),
                 )
             except OSError as e:
                 raise StartFailed("RunContainerError", f'failed to start container "{config.name}": {e}') from None
@@ -155,7 +182,8 @@ class ProcessRuntime:
             started_at=time.time(),
             log_path=config.log_path,
         )
-        self._ticks[container_id] = _start_ticks(proc.pid) or 0
+        self._env[container_id] = (env, working_dir)
+        self._ticks[container_id] = start_ticks(proc.pid) or 0
         self._status[container_id] = status
         self._procs[container_id] = proc
         self._exited[container_id] = asyncio.Event()
@@ -193,6 +221,7 @@ class ProcessRuntime:
         status = self._status.pop(container_id, None)
         if status is not None and status.state is State.RUNNING:
             raise ValueError(f"container {container_id} is running: stop it first")
+        self._env.pop(container_id, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(container_id))
         self._exited.pop(container_id, None)
@@ -206,6 +235,34 @@ class ProcessRuntime:
     async def wait(self, container_id: str) -> ContainerStatus:
         await self._exited[container_id].wait()
         return self._status[container_id]
+
+    async def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
+        env, cwd = self._env.get(container_id, ({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, ""))
+        return await run_command(argv, env, timeout, cwd)
+
+
+async def run_command(argv: list[str], env: dict[str, str] | None, timeout: float, cwd: str = "") -> tuple[int, str]:
+    """Run a command to its end or its timeout (then kill its process
+    group): its exit code and the last 200 characters of its output."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        cwd=cwd if cwd and os.path.isdir(cwd) else None,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            output, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    code = proc.returncode if proc.returncode is not None else -1
+    return (128 - code if code < 0 else code), output.decode(errors="replace")[-200:]
 
 
 def kill_all(state_dir: str) -> int:
@@ -222,7 +279,7 @@ def kill_all(state_dir: str) -> int:
         except (OSError, ValueError):
             continue
         pid = int(record.get("pid") or 0)
-        if record.get("state") == State.RUNNING.value and pid and _start_ticks(pid) == record.get("start_ticks"):
+        if record.get("state") == State.RUNNING.value and pid and start_ticks(pid) == record.get("start_ticks"):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed += 1
