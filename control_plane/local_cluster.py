@@ -595,14 +595,15 @@ def _is_our_server(pid: int) -> bool:
 
 
 def kill_containers(agent_data_dir: str) -> None:
-    """SIGKILL the containers an agent left running. The process runtime
-    owns its state files: it is asked, as a command (the control plane
-    imports nothing of the node agent)."""
-    state_dir = os.path.join(agent_data_dir, "containers")
-    if os.path.isdir(state_dir):
-        subprocess.run(
-            [sys.executable, "-m", "node_agent.runtime.process", "kill-all", state_dir],
-            check=False,
-            capture_output=True,
-            timeout=30,
-        )
+    """SIGKILL the containers an agent left running. Each runtime owns its
+    state: it is asked, as a command (the control plane imports nothing of
+    the node agent)."""
+    for runtime, state in (("process", "containers"), ("runc", "runc")):
+        state_dir = os.path.join(agent_data_dir, state)
+        if os.path.isdir(state_dir):
+            subprocess.run(
+                [sys.executable, "-m", f"node_agent.runtime.{runtime}", "kill-all", state_dir],
+                check=False,
+                capture_output=True,
+                timeout=60,
+            )

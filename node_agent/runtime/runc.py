@@ -36,7 +36,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from node_agent.images import ImageStore
+from node_agent.images import BUSYBOX, ImageStore
 from node_agent.runtime import ContainerConfig, ContainerStatus, StartFailed, State, command_line
 from node_agent.runtime.process import run_command, start_ticks
 
@@ -103,6 +103,33 @@ def runc_usable(runc: str = "runc") -> str:
     if os.geteuid() != 0:
         return "runc needs root here (rootless containers are not set up)"
     return ""
+
+
+def runc_works(work_dir: str, runc: str = "runc") -> str:
+    """Why runc cannot run a busybox container on this machine ("" when it
+    can): tried for real, with a memory limit, in `work_dir`."""
+    why = runc_usable(runc)
+    if why:
+        return why
+    images = ImageStore(os.path.join(work_dir, "images"))
+    if images.ensure_busybox() is None:
+        return f"no static busybox at {BUSYBOX} (Debian package busybox-static)"
+
+    async def attempt() -> str:
+        runtime = RuncRuntime(os.path.join(work_dir, "runc"), images, runc)
+        config = ContainerConfig(
+            pod_uid="probe", pod_namespace="", pod_name="probe", name="probe", attempt=0, command=["true"],
+            args=[], env={}, working_dir="", scratch_dir=work_dir, log_path=os.path.join(work_dir, "probe.log"),
+            image="busybox", memory_limit_bytes=64 << 20,
+        )  # fmt: skip
+        try:
+            status = await runtime.wait((await runtime.start(config)).id)
+        except StartFailed as e:
+            return f"runc cannot start a container here: {e.message}"
+        await runtime.remove(status.id)
+        return "" if status.exit_code == 0 else f"a runc container of `true` exited {status.exit_code}"
+
+    return asyncio.run(attempt())
 
 
 class RuncRuntime:
@@ -464,3 +491,24 @@ def _tail(path: str, limit: int = 300) -> str:
         f.seek(max(0, f.tell() - limit))
         return f.read().decode(errors="replace").strip()
     return "runc gave no reason"
+
+
+def kill_all(state_dir: str, runc: str = "runc") -> int:
+    """Delete (SIGKILL first) every container a RuncRuntime in `state_dir`
+    runs, and unmount their root filesystems; how many there were."""
+    command = [runc, "--root", os.path.join(state_dir, ".runc")]
+    listed = subprocess.run([*command, "list", "-q"], capture_output=True, text=True, check=False)
+    ids = listed.stdout.split() if listed.returncode == 0 else []
+    for container_id in ids:
+        subprocess.run([*command, "delete", "--force", container_id], capture_output=True, check=False)
+    for entry in os.listdir(state_dir):
+        _unmount(os.path.join(state_dir, entry, "rootfs"))
+    return len(ids)
+
+
+if __name__ == "__main__":  # python -m node_agent.runtime.runc kill-all STATE_DIR
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "kill-all":
+        sys.exit("usage: python -m node_agent.runtime.runc kill-all STATE_DIR")
+    print(f"killed {kill_all(sys.argv[2])} containers")
