@@ -117,6 +117,7 @@ class AgentSpec:
     data_dir: str
     pid: int = 0
     metrics_address: str = ""
+    runtime: str = "process"  # or runc
 
     @property
     def log_path(self) -> str:
@@ -145,7 +146,11 @@ class LocalCluster:
         server_args: list[str] | None = None,
         agents: int = 0,
         agent_args: list[str] | None = None,
+        runc_agents: int = 0,
     ) -> LocalCluster:
+        """A new cluster directory (or the one there): `count` masters,
+        `agents` node agents n1... with the process runtime and
+        `runc_agents` r1... with the runc runtime."""
         directory = os.path.abspath(directory)
         os.makedirs(directory, exist_ok=True)
         if os.path.exists(os.path.join(directory, STATE_FILE)):
@@ -158,9 +163,11 @@ class LocalCluster:
         cluster = cls(directory, server_args=list(server_args or []), agent_args=list(agent_args or []))
         for i in range(count):
             cluster.masters.append(cluster._new_spec(f"m{i + 1}", host))
-        for i in range(agents):
-            name = f"n{i + 1}"
-            cluster.agents.append(AgentSpec(name, os.path.join(directory, name), 0, f"{host}:{free_port(host)}"))
+        for prefix, runtime, number in (("n", "process", agents), ("r", "runc", runc_agents)):
+            for i in range(number):
+                name = f"{prefix}{i + 1}"
+                metrics = f"{host}:{free_port(host)}"
+                cluster.agents.append(AgentSpec(name, os.path.join(directory, name), 0, metrics, runtime))
         nodes = {a.id: [host, a.id] for a in cluster.agents}
         cluster.security.init({m.id: cluster.hosts_of(m) for m in cluster.masters}, nodes)
         cluster.save()
@@ -383,6 +390,8 @@ class LocalCluster:
         ]
         if spec.metrics_address:
             args += ["--metrics-address", spec.metrics_address]
+        if spec.runtime != "process":
+            args += ["--runtime", spec.runtime]
         args += ["--cluster-dir", self.directory] if self.secure else ["--insecure"]
         return args + self.agent_args
 

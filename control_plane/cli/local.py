@@ -45,7 +45,7 @@ def describe(cluster: LocalCluster, leader: str) -> str:
         )
     for a in cluster.agents:
         lines.append(
-            f"  {a.id}  node agent (process runtime)  metrics http://{a.metrics_address}/metrics  log {a.log_path}"
+            f"  {a.id}  node agent ({a.runtime} runtime)  metrics http://{a.metrics_address}/metrics  log {a.log_path}"
         )
     raftkube = _command_name()
     lines += [
@@ -69,11 +69,18 @@ def describe(cluster: LocalCluster, leader: str) -> str:
 @click.option(
     "--agents", type=click.IntRange(0, 20), default=2, show_default=True, help="Node agents (process runtime)."
 )
+@click.option(
+    "--runc-agents",
+    type=click.IntRange(0, 20),
+    default=0,
+    show_default=True,
+    help="Node agents r1... with the runc runtime (root, Debian's runc; busybox-static gives a busybox image).",
+)
 @click.option("--detach", is_flag=True, help="Return once the cluster is up; stop it with `raftkube down`.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a leader.")
-def up(directory: str, masters: int, agents: int, detach: bool, timeout: float) -> None:
+def up(directory: str, masters: int, agents: int, runc_agents: int, detach: bool, timeout: float) -> None:
     """Start a local HA cluster: masters and node agents as child processes on loopback."""
-    cluster = LocalCluster.create(directory, masters, agents=agents)
+    cluster = LocalCluster.create(directory, masters, agents=agents, runc_agents=runc_agents)
     if any(cluster.is_running(m) for m in cluster.masters):
         click.echo(f"raftkube up: a cluster is already running in {cluster.directory}", err=True)
         sys.exit(1)

@@ -29,9 +29,7 @@ PODS = "/api/v1/namespaces/default/pods"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     directory = str(tmp_path_factory.mktemp("runc"))
-    cluster = LocalCluster.create(
-        directory, 3, agents=1, agent_args=["--runtime", "runc", "--heartbeat-interval", "1"]
-    )
+    cluster = LocalCluster.create(directory, 3, agents=1, agent_args=["--runtime", "runc", "--heartbeat-interval", "1"])
     cluster.start()
     try:
         cluster.wait_ready(60)
