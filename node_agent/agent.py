@@ -29,6 +29,7 @@ from control_plane.client.api import CHANNEL_OPTIONS
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
 from node_agent.host import node_object
+from node_agent.log_times import SAMPLE_EVERY, LogClock
 from node_agent.metrics import AgentMetrics
 from node_agent.pod_worker import Node, PodWorker
 from node_agent.runtime import Runtime, State
@@ -94,6 +95,8 @@ class Masters:
 
 
 class Agent:
+    sample_logs = True  # note when log lines came (for --since and --timestamps)
+
     def __init__(self, config: AgentConfig, runtime: Runtime, metrics: AgentMetrics | None = None):
         self.config = config
         self.runtime = runtime
@@ -120,6 +123,22 @@ class Agent:
         if metrics is not None:
             metrics.watch_running(self._running)
 
+    async def _note_log_growth(self) -> None:
+        """Every second, how far each container's log has grown (node_agent/log_times.py)."""
+        clock = LogClock()
+        final: set[str] = set()
+        while True:
+            containers = self.runtime.containers()
+            final &= {s.id for s in containers}
+            for status in containers:
+                if not status.log_path or status.id in final:
+                    continue
+                clock.sample(status.log_path)
+                if status.state is State.EXITED:  # a last look: nothing more will come
+                    final.add(status.id)
+                    clock.forget(status.log_path)
+            await asyncio.sleep(SAMPLE_EVERY)
+
     def pod_dir(self, uid: str) -> str:
         return os.path.join(self.config.data_dir, "pods", uid)
 
@@ -136,6 +155,8 @@ class Agent:
             loop.create_task(self._watch_pods()),
             loop.create_task(self._refresh_status()),
         ]
+        if self.sample_logs:
+            self._tasks.append(loop.create_task(self._note_log_growth()))
 
     async def stop(self) -> None:
         """Stop talking to the masters; the containers keep running (a

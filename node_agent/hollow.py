@@ -77,6 +77,8 @@ class HollowRuntime:
 class HollowAgent(Agent):
     """An agent whose pods' probes are dropped (nothing could answer them)."""
 
+    sample_logs = False  # its containers write nothing
+
     def _pod(self, pod: Object, adopted: dict[str, list[Any]]) -> None:
         spec = pod.get("spec") or {}
         for c in all_containers(spec):

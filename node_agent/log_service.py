@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
+from node_agent.log_times import Stamper, offset_since, read_times
 from node_agent.pod_worker import PodWorker
 from node_agent.runtime import State
 
@@ -71,10 +73,16 @@ class LogService(node_pb2_grpc.AgentServicer):
             status = container.current or container.last
         if status is None or not os.path.exists(status.log_path):
             return  # not started yet: nothing logged
+        since = time.time() - request.since_seconds if request.since_seconds > 0 else None
+        notes = read_times(status.log_path) if since is not None or request.timestamps else []
         with open(status.log_path, "rb") as f:
+            f.seek(offset_since(notes, since) if since is not None else 0)
             data = _tail(f.read(), request.tail_lines)
+            stamper = Stamper(notes, f.tell() - len(data)) if request.timestamps else None
             sent = 0
             while True:
+                if stamper is not None:
+                    data = stamper.stamp(data)
                 if request.limit_bytes and sent + len(data) > request.limit_bytes:
                     data = data[: request.limit_bytes - sent]
                 for i in range(0, len(data), CHUNK):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -428,12 +430,13 @@ class RestApi:
                 follow=_flag(q.get("follow")) if "follow" in q else False,
                 previous=_flag(q.get("previous")) if "previous" in q else False,
                 tail_lines=int(q.get("tailLines") or 0),
-                since_seconds=int(q.get("sinceSeconds") or 0),
+                since_seconds=_since_seconds(q.get("sinceSeconds"), q.get("sinceTime")),
                 timestamps=_flag(q.get("timestamps")) if "timestamps" in q else False,
                 limit_bytes=int(q.get("limitBytes") or 0),
             )
-        except ValueError:
-            raise errors.bad_request("tailLines, sinceSeconds and limitBytes must be integers") from None
+        except ValueError as e:
+            reason = str(e) if str(e).startswith(("at most", "since")) else ""
+            raise errors.bad_request(reason or "tailLines, sinceSeconds and limitBytes must be integers") from None
         chunks = self.node_logs.stream(node, t.namespace, t.name, pod["metadata"].get("uid", ""), container, opts)
         # An error before the first byte is a Status, not a broken stream.
         first = await anext(aiter(chunks), b"")
@@ -472,6 +475,24 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 def _line(event: dict[str, Any]) -> bytes:
     return codec.dumps(event) + b"\n"
+
+
+def _since_seconds(seconds: str | None, since_time: str | None) -> int:
+    """sinceSeconds, or sinceTime (RFC 3339) as seconds before now; not both, as in Kubernetes."""
+    if seconds and since_time:
+        raise ValueError("at most one of sinceTime or sinceSeconds may be specified")
+    if since_time:
+        try:
+            at = datetime.datetime.fromisoformat(since_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"sinceTime {since_time!r} is not an RFC 3339 time") from None
+        if at.tzinfo is None:
+            raise ValueError(f"sinceTime {since_time!r} is not an RFC 3339 time (no time zone)")
+        return max(1, math.ceil(time.time() - at.timestamp()))
+    value = int(seconds or 0)
+    if value < 0:
+        raise ValueError("sinceSeconds must be positive")
+    return value
 
 
 def _flag(value: str | None) -> bool:

@@ -118,6 +118,23 @@ def test_logs_follow_streams_as_the_container_writes(cluster: LocalCluster, api:
     )
 
 
+def test_logs_since_and_timestamps(cluster: LocalCluster, api: Api) -> None:
+    clock = container("c", "sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done")
+    api.ok("POST", "/api/v1/namespaces/default/pods", pod("clock", "n1", clock))
+    wait_until(lambda: len(kubectl(cluster, "logs", "clock").splitlines()) >= 30, "6 s of output", timeout=40)
+    everything = kubectl(cluster, "logs", "clock").splitlines()
+    recent = kubectl(cluster, "logs", "clock", "--since=2s").splitlines()
+    # The last two seconds (about 10 lines), and at most a second more (the agent notes growth each second).
+    assert 3 <= len(recent) <= 20 < len(everything), (len(recent), len(everything))
+    numbers = [int(line.split()[1]) for line in recent]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[0] > 5
+    stamped = kubectl(cluster, "logs", "clock", "--timestamps", "--tail", "5").splitlines()
+    times = [time.mktime(time.strptime(line.split()[0].split(".")[0], "%Y-%m-%dT%H:%M:%S")) for line in stamped]
+    assert all(line.split(maxsplit=1)[1].startswith("line ") for line in stamped)
+    assert times == sorted(times) and abs(times[-1] - time.mktime(time.gmtime())) < 10
+    api.ok("DELETE", "/api/v1/namespaces/default/pods/clock?gracePeriodSeconds=0")
+
+
 def test_a_failing_liveness_probe_restarts_the_container(api: Api) -> None:
     marker = "/tmp/raftkube-liveness-dead"
     alive = {"exec": {"command": ["test", "!", "-e", marker]}, "periodSeconds": 1, "failureThreshold": 2}
