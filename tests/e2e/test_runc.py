@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 
 from control_plane.local_cluster import LocalCluster
 from node_agent.runtime.runc import runc_works
+from tests.support.oci import layer, layout
 from tests.support.rest import Api
 from tests.support.waiting import wait_until
 
@@ -29,7 +32,7 @@ PODS = "/api/v1/namespaces/default/pods"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     directory = str(tmp_path_factory.mktemp("runc"))
-    cluster = LocalCluster.create(directory, 3, agents=1, agent_args=["--runtime", "runc", "--heartbeat-interval", "1"])
+    cluster = LocalCluster.create(directory, 3, runc_agents=1, agent_args=["--heartbeat-interval", "1"])
     cluster.start()
     try:
         cluster.wait_ready(60)
@@ -50,7 +53,7 @@ def busybox(name: str, script: str, memory: str = "", **spec: Any) -> dict[str, 
     if memory:
         container["resources"] = {"limits": {"memory": memory}}
     container.update(spec.pop("container", {}))
-    return {"metadata": {"name": name}, "spec": {"nodeName": "n1", "containers": [container], **spec}}
+    return {"metadata": {"name": name}, "spec": {"nodeName": "r1", "containers": [container], **spec}}
 
 
 def status_of(api: Api, name: str) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def logs(api: Api, name: str) -> str:
 def container_dir(cluster: LocalCluster, api: Api, name: str) -> str:
     container_id = status_of(api, name)["containerStatuses"][0]["containerID"]
     assert container_id.startswith("runc://")
-    return os.path.join(cluster.agent("n1").data_dir, "runc", container_id.removeprefix("runc://"))
+    return os.path.join(cluster.agent("r1").data_dir, "runc", container_id.removeprefix("runc://"))
 
 
 def container_pid(cluster: LocalCluster, api: Api, name: str) -> int:
@@ -185,14 +188,44 @@ def test_an_unknown_image_backs_off_and_the_node_serves_on(api: Api) -> None:
         api.ok("DELETE", f"{PODS}/{name}?gracePeriodSeconds=1")
 
 
+def test_an_imported_image_runs_with_its_entrypoint_and_env(cluster: LocalCluster, api: Api, tmp_path: Any) -> None:
+    with open("/bin/busybox", "rb") as f:
+        busybox_binary = f.read()
+    script = b'echo "$GREETING $1 from $(pwd)"\n'
+    layers = [
+        layer([("bin", None, ""), ("bin/busybox", busybox_binary, ""), ("bin/sh", None, "busybox")]),
+        layer([("app", None, ""), ("app/hello.sh", script, "")]),
+    ]
+    config = {"Env": ["PATH=/bin", "GREETING=hello"], "Entrypoint": ["/bin/sh", "/app/hello.sh"], "Cmd": ["image"]}
+    archive = layout(tmp_path, layers, "example.com/hello:1", config)
+    data_dir = cluster.agent("r1").data_dir
+    imported = subprocess.run(
+        [sys.executable, "-m", "node_agent", "images", "import", str(archive), "--data-dir", data_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "imported example.com/hello:1"
+    hello = {"name": "main", "image": "example.com/hello:1", "args": ["raftkube"], "workingDir": "/app"}
+    api.ok(
+        "POST",
+        PODS,
+        {"metadata": {"name": "hello"}, "spec": {"nodeName": "r1", "restartPolicy": "Never", "containers": [hello]}},
+    )
+    wait_until(lambda: "terminated" in container_state(api, "hello"), "hello ended", timeout=30)
+    assert container_state(api, "hello")["terminated"]["reason"] == "Completed"
+    assert logs(api, "hello") == "hello raftkube from /app\n"  # the image's entrypoint and env; the pod's args
+
+
 def test_a_restarted_agent_adopts_its_containers_and_learns_how_they_end(cluster: LocalCluster, api: Api) -> None:
     script = "while [ ! -e /go ]; do sleep 0.1; done; exit 7"
     api.ok("POST", PODS, busybox("kept", script, restartPolicy="Never"))
     wait_running(api, "kept")
     before = status_of(api, "kept")["containerStatuses"][0]["containerID"]
     rootfs = os.path.join(container_dir(cluster, api, "kept"), "rootfs")
-    cluster.kill("n1")  # kill -9: the container lives on
-    cluster.start_agents("n1")
+    cluster.kill("r1")  # kill -9: the container lives on
+    cluster.start_agents("r1")
     cluster.wait_agents(30)
     # The container ends while the new agent watches a process it did not start: the shim kept its exit code.
     open(os.path.join(rootfs, "go"), "w").close()

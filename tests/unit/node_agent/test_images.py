@@ -4,16 +4,14 @@ filesystem), and the busybox image built from a static busybox."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from node_agent.images import ImageError, ImageStore, normalize
+from tests.support.oci import layer as _tar
+from tests.support.oci import layout as _layout
 
 
 @pytest.mark.parametrize(
@@ -30,60 +28,6 @@ from node_agent.images import ImageError, ImageStore, normalize
 )
 def test_references_are_spelled_in_full(given: str, full: str) -> None:
     assert normalize(given) == full
-
-
-def _tar(entries: list[tuple[str, bytes | None, str]]) -> bytes:
-    """(name, content or None for a directory, symlink target or "") -> a tar."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, content, link in entries:
-            info = tarfile.TarInfo(name)
-            if link:
-                info.type, info.linkname = tarfile.SYMTYPE, link
-                tar.addfile(info)
-            elif content is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(content), 0o755
-                tar.addfile(info, io.BytesIO(content))
-    return out.getvalue()
-
-
-def _layout(path: Path, layers: list[bytes], ref: str = "example.com/app:1") -> Path:
-    blobs: dict[str, bytes] = {}
-
-    def blob(data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        blobs[digest] = data
-        return digest
-
-    config = json.dumps({"config": {"Env": ["PATH=/bin", "MODE=image"], "Cmd": ["/bin/app"], "WorkingDir": "/srv"}})
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(config.encode())},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(x)} for x in layers],
-    }
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": blob(json.dumps(manifest).encode()),
-                "annotations": {"org.opencontainers.image.ref.name": ref},
-            }
-        ],
-    }
-    archive = path / "image.tar"
-    with tarfile.open(archive, "w") as tar:
-        files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": json.dumps(index).encode()}
-        files.update({f"blobs/sha256/{d.removeprefix('sha256:')}": data for d, data in blobs.items()})
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return archive
 
 
 def test_an_oci_layout_imports_with_its_layers_and_whiteouts(tmp_path: Path) -> None:
