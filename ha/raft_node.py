@@ -79,6 +79,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
+from ha.snapshot_image import SnapshotImage
 from ha.state_machine import StateMachine
 
 log = logging.getLogger(__name__)
@@ -293,18 +294,18 @@ class SnapshotFile:
         _, last_entry, prev_entry, cluster = data
         addresses = sorted(node.id for node in cluster)
         header = pickle.dumps((last_entry, prev_entry, addresses), protocol=5)
-        state = self._sm.snapshot()  # captured here, at exactly last_entry
+        image = self._sm.capture()  # here, at exactly last_entry; encoded by the writer
         job = _CompactionJob(entry_id, self._generation)
         self._job = job
         thread = threading.Thread(
-            target=self._write, args=(job, header, state), name="raft-snapshot-writer", daemon=True
+            target=self._write, args=(job, header, image), name="raft-snapshot-writer", daemon=True
         )
         thread.start()
 
-    def _write(self, job: _CompactionJob, header: bytes, state: bytes) -> None:
+    def _write(self, job: _CompactionJob, header: bytes, image: SnapshotImage) -> None:
         tmp = f"{self._path}.compaction.{os.getpid()}.tmp"
         try:
-            _write_snapshot(tmp, header, state)
+            _write_snapshot(tmp, header, image.encode())
             with self._lock:
                 void = Correction.COMPACTION_INSTALL_RACE in self._corrections and job.generation != self._generation
                 if void:

@@ -29,6 +29,7 @@ from ha import limits
 from ha.errors import CommandFailed
 from ha.keyspace import EventRecord, KeySpace, Version
 from ha.leases import Lease, LeaseTable
+from ha.snapshot_image import SnapshotImage
 from ha.storepb import cluster_pb2, internal_pb2, kv_pb2
 from ha.validation import check_command
 
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 ErrorCode = internal_pb2.CommandError.Code
 _Compare = kv_pb2.Compare
+
+
+def _copied(member: cluster_pb2.Member) -> cluster_pb2.Member:
+    copy = cluster_pb2.Member()
+    copy.CopyFrom(member)
+    return copy
 
 
 class StateMachine:
@@ -94,27 +101,23 @@ class StateMachine:
         check_command(cmd)
         return handler(getattr(cmd, op))
 
-    def snapshot(self) -> bytes:
+    def capture(self) -> SnapshotImage:
+        """The state as it is now, cheaply (O(keys)); encode it later, anywhere."""
         with self._lock:
-            snap = internal_pb2.Snapshot(
+            return SnapshotImage(
                 format=SNAPSHOT_FORMAT,
                 revision=self._kv.revision,
                 compact_revision=self._kv.compact_revision,
                 lease_clock_ms=self._leases.clock_ms,
                 next_lease_id=self._leases.next_id,
+                histories=[(key, tuple(versions)) for key, versions in self._kv.items()],
+                leases=[(lease.id, lease.ttl, lease.deadline_ms) for lease in self._leases.all()],
+                # Members are updated in place (member_set): copied, unlike versions.
+                members=[_copied(self._members[m]) for m in sorted(self._members)],
             )
-            for key, versions in self._kv.items():
-                h = snap.keys.add(key=key)
-                for v in versions:
-                    if v.kv is None:
-                        h.versions.add(revision=v.revision, sub=v.sub, tombstone=True)
-                    else:
-                        h.versions.add(revision=v.revision, sub=v.sub, kv=v.kv)
-            for lease in self._leases.all():
-                snap.leases.add(id=lease.id, ttl=lease.ttl, deadline_ms=lease.deadline_ms)
-            for member_id in sorted(self._members):
-                snap.members.append(self._members[member_id])
-            return snap.SerializeToString(deterministic=True)
+
+    def snapshot(self) -> bytes:
+        return self.capture().encode()
 
     def restore(self, data: bytes) -> None:
         snap = internal_pb2.Snapshot.FromString(data)

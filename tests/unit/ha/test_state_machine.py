@@ -7,7 +7,7 @@ import pytest
 from ha import limits
 from ha.keys import prefix_end
 from ha.state_machine import StateMachine
-from ha.storepb import kv_pb2
+from ha.storepb import internal_pb2, kv_pb2
 from tests.support.commands import (
     Compare,
     apply,
@@ -275,3 +275,32 @@ def test_members(sm: StateMachine) -> None:
     assert error_code(apply(sm, member("m2", "h:1"))) == "INVALID_ARGUMENT"
     assert [(m.id, m.grpc_address) for m in sm.members()] == [("m1", "h:2")]
     assert error_code(apply(sm, command(member_remove={"id": "m9"}))) == "MEMBER_NOT_FOUND"
+
+
+def _busy_state(sm: StateMachine) -> None:
+    lease = apply(sm, grant(30)).lease_grant.id
+    apply(sm, tick(5_000))
+    for i in range(30):
+        apply(sm, put(b"/k/%d" % (i % 5), b"v%d" % i, lease=lease if i % 4 == 0 else 0))
+    apply(sm, delete(b"/k/2"))
+    apply(sm, compact(8))
+    apply(sm, member("m1", "127.0.0.1:1", "127.0.0.1:2"))
+    apply(sm, member("m2", "127.0.0.1:3", "127.0.0.1:4"))
+
+
+def test_the_hand_encoded_snapshot_is_protobufs_own_encoding(sm: StateMachine) -> None:
+    _busy_state(sm)
+    encoded = sm.snapshot()
+    assert internal_pb2.Snapshot.FromString(encoded).SerializeToString(deterministic=True) == encoded
+
+
+def test_a_capture_is_the_state_when_it_was_taken(sm: StateMachine) -> None:
+    _busy_state(sm)
+    before = sm.snapshot()
+    image = sm.capture()
+    # The state moves on before the capture is encoded (the snapshot writer thread).
+    apply(sm, put(b"/k/1", b"later"))
+    apply(sm, delete(b"/k/3"))
+    apply(sm, compact(20))
+    apply(sm, member("m1", "127.0.0.1:9", "127.0.0.1:9"))
+    assert image.encode() == before
