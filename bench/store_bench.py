@@ -148,7 +148,8 @@ def main() -> None:
     with (
         dict_server() as ceiling_address,
         pysyncobj_cluster(work) as baseline_address,
-        LocalCluster.running(os.path.join(work, "raftkube")) as cluster,
+        # Plaintext, as the two baselines: this measures the store, not TLS (bench/api_bench.py measures that).
+        LocalCluster.running(os.path.join(work, "raftkube"), server_args=["--insecure"]) as cluster,
     ):
         leader = cluster.spec(cluster.wait_ready(60)).grpc_address
         systems = {"ceiling": ceiling_address, "pysyncobj": baseline_address, "raftkube": leader}
