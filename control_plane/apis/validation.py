@@ -172,6 +172,138 @@ def _resources(causes: list[Cause], path: str, resources: Any) -> None:
             )
 
 
+_PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+_VOLUME_SOURCES = (
+    "emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected", "persistentVolumeClaim",
+    "nfs", "csi", "ephemeral", "iscsi", "rbd", "cephfs", "fc", "azureFile", "azureDisk", "gcePersistentDisk",
+    "awsElasticBlockStore", "gitRepo", "glusterfs", "portworxVolume", "scaleIO", "storageos", "vsphereVolume",
+    "quobyte", "photonPersistentDisk", "flocker", "flexVolume", "cinder", "image",
+)  # fmt: skip
+
+
+def _port_or_name(causes: list[Cause], path: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 < value < 65536:
+            bad(causes, path, value, "must be between 1 and 65535, inclusive")
+    elif isinstance(value, str) and value:
+        if not (value.isdigit() and 0 < int(value) < 65536) and not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?", value
+        ):
+            bad(causes, path, value, "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    else:
+        required(causes, path)
+
+
+def _probe(causes: list[Cause], path: str, probe: Any, kind: str) -> None:
+    """A probe as Kubernetes validates it: one handler, sane timings."""
+    if probe is None:
+        return
+    if not isinstance(probe, dict):
+        bad(causes, path, probe, "must be an object")
+        return
+    handlers = [h for h in _PROBE_HANDLERS if probe.get(h) is not None]
+    if not handlers:
+        causes.append(Cause(path, "Required value: must specify a handler type", "FieldValueRequired"))
+    elif len(handlers) > 1:
+        causes.append(
+            Cause(f"{path}.{handlers[1]}", "Forbidden: may not specify more than 1 handler type", "FieldValueForbidden")
+        )
+    for handler in handlers[:1]:
+        body = probe[handler]
+        if not isinstance(body, dict):
+            bad(causes, f"{path}.{handler}", body, "must be an object")
+        elif handler == "exec" and not body.get("command"):
+            required(causes, f"{path}.exec.command")
+        elif handler in ("httpGet", "tcpSocket"):
+            _port_or_name(causes, f"{path}.{handler}.port", body.get("port"))
+            scheme = body.get("scheme", "HTTP")
+            if handler == "httpGet" and scheme not in ("HTTP", "HTTPS"):
+                causes.append(
+                    Cause(
+                        f"{path}.httpGet.scheme",
+                        f'Unsupported value: "{scheme}": supported values: "HTTP", "HTTPS"',
+                        "FieldValueNotSupported",
+                    )
+                )
+        elif handler == "grpc":
+            _port_or_name(causes, f"{path}.grpc.port", body.get("port"))
+    for field_name, least in (("initialDelaySeconds", 0), ("periodSeconds", 1), ("timeoutSeconds", 1),
+                              ("successThreshold", 1), ("failureThreshold", 1)):  # fmt: skip
+        value = probe.get(field_name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            why = "must be greater than or equal to 0" if least == 0 else "must be greater than or equal to 1"
+            bad(causes, f"{path}.{field_name}", value, why)
+    if kind in ("livenessProbe", "startupProbe") and probe.get("successThreshold") not in (None, 1):
+        bad(causes, f"{path}.successThreshold", probe.get("successThreshold"), "must be 1")
+
+
+def _volumes(causes: list[Cause], path: str, volumes: Any) -> set[str]:
+    """The pod's volumes (each named once, with one source); their names."""
+    names: set[str] = set()
+    if volumes is None:
+        return names
+    if not isinstance(volumes, list):
+        bad(causes, path, volumes, "must be a list")
+        return names
+    for i, volume in enumerate(volumes):
+        where = f"{path}[{i}]"
+        if not isinstance(volume, dict):
+            bad(causes, where, volume, "must be an object")
+            continue
+        name = volume.get("name")
+        if not name:
+            required(causes, f"{where}.name")
+        else:
+            dns_label(causes, f"{where}.name", name)
+            if name in names:
+                causes.append(Cause(f"{where}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate"))
+            names.add(str(name))
+        sources = [k for k in volume if k in _VOLUME_SOURCES]
+        if not sources:
+            causes.append(Cause(where, "Required value: must specify a volume type", "FieldValueRequired"))
+        elif len(sources) > 1:
+            causes.append(
+                Cause(
+                    f"{where}.{sources[1]}", "Forbidden: may not specify more than 1 volume type", "FieldValueForbidden"
+                )
+            )
+        host_path = volume.get("hostPath")
+        if isinstance(host_path, dict) and not str(host_path.get("path") or "").startswith("/"):
+            bad(causes, f"{where}.hostPath.path", host_path.get("path"), "must be an absolute path")
+    return names
+
+
+def _volume_mounts(causes: list[Cause], path: str, mounts: Any, volumes: set[str]) -> None:
+    if mounts is None:
+        return
+    if not isinstance(mounts, list):
+        bad(causes, path, mounts, "must be a list")
+        return
+    seen: set[str] = set()
+    for i, mount in enumerate(mounts):
+        where = f"{path}[{i}]"
+        if not isinstance(mount, dict):
+            bad(causes, where, mount, "must be an object")
+            continue
+        name = mount.get("name")
+        if not name:
+            required(causes, f"{where}.name")
+        elif name not in volumes:
+            causes.append(Cause(f"{where}.name", f'Not found: "{name}"', "FieldValueNotFound"))
+        mount_path = mount.get("mountPath")
+        if not mount_path:
+            required(causes, f"{where}.mountPath")
+        elif mount_path in seen:
+            bad(causes, f"{where}.mountPath", mount_path, "must be unique")
+        else:
+            seen.add(str(mount_path))
+        sub = str(mount.get("subPath") or "")
+        if sub.startswith("/") or ".." in sub.split("/"):
+            bad(causes, f"{where}.subPath", sub, "must be a relative path without '..'")
+
+
 def validate_pod_spec(
     spec: Any, path: str, causes: list[Cause], restart_policies: tuple[str, ...] = ("Always", "OnFailure", "Never")
 ) -> None:
@@ -181,6 +313,7 @@ def validate_pod_spec(
     containers = spec.get("containers")
     if not containers:
         required(causes, f"{path}.containers")
+    volumes = _volumes(causes, f"{path}.volumes", spec.get("volumes"))
     for list_name in ("initContainers", "containers"):
         items = spec.get(list_name) or []
         if not isinstance(items, list):
@@ -204,6 +337,9 @@ def validate_pod_spec(
                 required(causes, f"{where}.image")
             _ports(causes, f"{where}.ports", c.get("ports"))
             _resources(causes, f"{where}.resources", c.get("resources"))
+            _volume_mounts(causes, f"{where}.volumeMounts", c.get("volumeMounts"), volumes)
+            for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+                _probe(causes, f"{where}.{kind}", c.get(kind), kind)
     policy = spec.get("restartPolicy")
     if policy is not None and policy not in restart_policies:
         supported = ", ".join(f'"{p}"' for p in restart_policies)

@@ -210,6 +210,30 @@ def test_bad_pods_end_in_the_kubernetes_reasons_and_the_node_serves_on(
     wait_until(lambda: status_of(api, good).get("phase") == "Running", "the node to go on serving", timeout=30)
 
 
+def failed_probes(cluster: LocalCluster, node: str, kind: str) -> float:
+    with urllib.request.urlopen(f"http://{cluster.agent(node).metrics_address}/metrics", timeout=10) as resp:
+        scrape = resp.read().decode()
+    prefix = f'prober_probe_total{{probe_type="{kind}",result="failed"}} '
+    return sum(float(line[len(prefix) :]) for line in scrape.splitlines() if line.startswith(prefix))
+
+
+def test_an_invalid_probe_is_refused_and_an_unanswerable_one_keeps_the_pod_unready(
+    cluster: LocalCluster, api: Api
+) -> None:
+    no_handler = container("c", "sleep", "100", livenessProbe={"periodSeconds": 1})
+    code, body = api.call("POST", "/api/v1/namespaces/default/pods", pod("no-handler", "n2", no_handler))
+    assert code == 422 and "livenessProbe: Required value: must specify a handler type" in body["message"], body
+    # Valid, but the container declares no port named "metrics": the probe fails, the pod stays unready.
+    unanswerable = container("c", "sleep", "100", readinessProbe={"httpGet": {"port": "metrics"}, "periodSeconds": 1})
+    before = failed_probes(cluster, "n2", "Readiness")
+    api.ok("POST", "/api/v1/namespaces/default/pods", pod("unready", "n2", unanswerable))
+    wait_until(lambda: failed_probes(cluster, "n2", "Readiness") >= before + 2, "two failed readiness probes")
+    status = status_of(api, "unready")
+    assert status["phase"] == "Running" and condition(status, "Ready") == "False"
+    api.ok("POST", "/api/v1/namespaces/default/pods", pod("good-after-probe", "n2", container("c", "sleep", "100")))
+    wait_until(lambda: status_of(api, "good-after-probe").get("phase") == "Running", "the node to serve on")
+
+
 def test_agents_outlive_their_master_and_their_own_restart(cluster: LocalCluster, api: Api) -> None:
     api.ok("POST", "/api/v1/namespaces/default/pods", pod("steady", "n1", container("c", "sleep", "7777")))
     wait_until(lambda: status_of(api, "steady").get("phase") == "Running", "steady running", timeout=30)

@@ -94,6 +94,35 @@ def test_resource_validation() -> None:
     assert not validate(pods, defaulted(pod({"resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}}})))
 
 
+def test_probe_and_volume_validation() -> None:
+    pods = REGISTRY.lookup("", "v1", "pods")
+    assert pods is not None
+    bad = pod(
+        {
+            "livenessProbe": {"periodSeconds": 5},
+            "readinessProbe": {"exec": {"command": ["x"]}, "tcpSocket": {"port": 1}},
+        },
+        {"startupProbe": {"httpGet": {"port": 70000}, "successThreshold": 2, "timeoutSeconds": 0}},
+        {"volumeMounts": [{"name": "nowhere", "mountPath": "/m"}, {"name": "v", "mountPath": "/n", "subPath": "../x"}]},
+    )
+    bad["spec"]["volumes"] = [{"name": "v", "emptyDir": {}, "hostPath": {"path": "/tmp"}}, {"name": "v"}]
+    messages = {c.field: c.message for c in validate(pods, defaulted(bad))}
+    assert messages["spec.containers[0].livenessProbe"] == "Required value: must specify a handler type"
+    assert messages["spec.containers[0].readinessProbe.tcpSocket"].startswith("Forbidden: may not specify more than 1")
+    assert messages["spec.containers[1].startupProbe.httpGet.port"].endswith("must be between 1 and 65535, inclusive")
+    assert messages["spec.containers[1].startupProbe.successThreshold"] == "Invalid value: 2: must be 1"
+    assert messages["spec.containers[1].startupProbe.timeoutSeconds"].endswith("must be greater than or equal to 1")
+    assert messages["spec.containers[2].volumeMounts[0].name"] == 'Not found: "nowhere"'
+    assert "subPath" in "".join(messages)
+    assert messages["spec.volumes[0].hostPath"].startswith("Forbidden: may not specify more than 1 volume type")
+    assert messages["spec.volumes[1].name"] == 'Duplicate value: "v"'
+    assert messages["spec.volumes[1]"] == "Required value: must specify a volume type"
+    good = pod({"readinessProbe": {"httpGet": {"port": "http", "path": "/"}, "periodSeconds": 2}})
+    good["spec"]["volumes"] = [{"name": "v", "configMap": {"name": "c"}}]
+    good["spec"]["containers"][0]["volumeMounts"] = [{"name": "v", "mountPath": "/etc/c", "subPath": "a/b"}]
+    assert not validate(pods, defaulted(good))
+
+
 @pytest.mark.parametrize(
     "selector, obj, parsed",
     [
