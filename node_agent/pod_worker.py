@@ -35,6 +35,7 @@ Object = dict[str, Any]
 BACKOFF_INITIAL = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0  # running this long forgets past crashes
+VOLUME_RESYNC = 60.0  # configMap, secret and downwardAPI files follow their sources this often (the kubelet: ~1 min)
 
 
 def _quantity(value: Any, scale: int = 1) -> int:
@@ -104,6 +105,7 @@ class PodWorker:
         self._reported: Object | None = None
         self._transitions: dict[str, tuple[str, str]] = {}
         self.volumes = Volumes(node.pod_dir(self.uid), node.lookup, node.request_token)
+        self._volumes_synced = 0.0  # when the volumes were last brought up to date (0: never set up)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -161,7 +163,23 @@ class PodWorker:
     def _policy(self) -> str:
         return str((self.pod.get("spec") or {}).get("restartPolicy") or "Always")
 
+    async def _refresh_volumes(self) -> None:
+        """Running containers see their volumes follow their sources, and a
+        projected token renewed before it expires."""
+        if not self._volumes_synced:
+            return
+        now = time.time()
+        token_due = self.volumes.refresh_due()
+        if now - self._volumes_synced < VOLUME_RESYNC and not (token_due and now >= token_due):
+            return
+        try:
+            await self.volumes.prepare(self._pod_with_ips())
+        except VolumeError as e:
+            log.info("pod %s: volumes not refreshed: %s", self._key, e)
+        self._volumes_synced = now
+
     async def _sync(self) -> None:
+        await self._refresh_volumes()
         now = time.time()
         for c in self.containers:
             if c.init and c.done:
@@ -232,6 +250,7 @@ class PodWorker:
         if self.node.runtime.mounts_volumes:
             try:
                 mounts = mounts_for(spec, await self.volumes.prepare(self._pod_with_ips()))
+                self._volumes_synced = time.time()
             except VolumeError as e:
                 c.waiting = ("ContainerCreating", str(e))
                 c.not_before = time.time() + 2.0  # what it mounts may appear: look again soon

@@ -207,18 +207,16 @@ class RuncRuntime:
             if start_ticks(status.pid) != self._ticks.get(status.id) and self._exit_code(status.id) is None:
                 await asyncio.sleep(ADOPTED_POLL)  # the shim writes the code just after the container ends
                 if self._exit_code(status.id) is None:
-                    self._finish(status, unknown=True)
+                    await self._finish_async(status, unknown=True)
                     return
             await asyncio.sleep(ADOPTED_POLL)
-        self._finish(status)
+        await self._finish_async(status)
 
-    def _finish(self, status: ContainerStatus, unknown: bool = False) -> None:
-        """The container has ended: its exit code and reason, then runc's
-        record of it and its root filesystem mount go."""
+    def _record_exit(self, status: ContainerStatus, unknown: bool) -> None:
+        """Its exit code and reason (the OOM-kill counter is read before
+        the container, and its cgroup, are deleted)."""
         code = self._exit_code(status.id)
         oom = self.cgroups.oom_kills(f"{CGROUP_PARENT}/{status.id}") > 0
-        subprocess.run([*self.runc, "delete", "--force", status.id], capture_output=True, check=False)
-        _unmount(os.path.join(self._dir(status.id), "rootfs"))
         status.state = State.EXITED
         status.finished_at = time.time()
         if unknown or code is None:
@@ -227,6 +225,26 @@ class RuncRuntime:
             status.exit_code = code
             status.reason = "OOMKilled" if oom and code != 0 else ("Completed" if code == 0 else "Error")
         self._save(status)
+
+    def _finish(self, status: ContainerStatus, unknown: bool = False) -> None:
+        """The container has ended (found so at start-up): record how, then
+        delete runc's record of it and unmount its root filesystem."""
+        self._record_exit(status, unknown)
+        subprocess.run([*self.runc, "delete", "--force", status.id], capture_output=True, check=False)
+        _unmount(os.path.join(self._dir(status.id), "rootfs"))
+        self._exited.setdefault(status.id, asyncio.Event()).set()
+
+    async def _finish_async(self, status: ContainerStatus, unknown: bool = False) -> None:
+        """_finish without blocking the agent's loop on runc and umount."""
+        self._record_exit(status, unknown)
+        for command in (
+            [*self.runc, "delete", "--force", status.id],
+            ["umount", "-l", self._dir(status.id) + "/rootfs"],
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+            await proc.wait()  # umount fails for a copied root filesystem: nothing is mounted
         self._exited.setdefault(status.id, asyncio.Event()).set()
 
     # -- Runtime ----------------------------------------------------------------------------
@@ -302,7 +320,7 @@ class RuncRuntime:
             await proc.wait()
             message = _tail(config.log_path)
             os.truncate(config.log_path, logged)  # runc's complaint is not the container's output
-            self._finish(status)
+            await self._finish_async(status)
             await self.remove(container_id)
             raise StartFailed("RunContainerError", f'failed to start container "{config.name}": {message}')
         status.pid = pid
@@ -328,7 +346,7 @@ class RuncRuntime:
 
     async def _reap(self, status: ContainerStatus, proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
-        self._finish(status)
+        await self._finish_async(status)
 
     def _spec(
         self,
