@@ -182,7 +182,9 @@ class PodWorker:
         await self._refresh_volumes()
         now = time.time()
         for c in self.containers:
-            if c.init and c.done:
+            if c.done:  # ended for good, as its restart policy says
+                if c.init and c.last is not None and c.last.exit_code != 0:
+                    return  # the pod failed at an init container: nothing after it runs
                 continue
             if c.current is not None and c.current.state is State.RUNNING:
                 if c.init:

@@ -18,7 +18,7 @@ import pytest
 from control_plane.local_cluster import LocalCluster
 from tests.support.kubectl import kubectl_path
 from tests.support.rest import Api
-from tests.support.waiting import wait_until
+from tests.support.waiting import holds_for, wait_until
 
 HTTP_SERVER = (
     "import http.server, os, sys\n"
@@ -166,6 +166,43 @@ def test_a_crashing_container_backs_off(cluster: LocalCluster, api: Api) -> None
     assert "back-off 10s restarting failed container" in statuses["state"]["waiting"]["message"]
     assert "CrashLoopBackOff" in kubectl(cluster, "get", "pod", "crasher")
     assert "bye" in kubectl(cluster, "logs", "crasher", "--previous")
+
+
+@pytest.mark.parametrize("policy, code, phase", [("Never", 3, "Failed"), ("OnFailure", 0, "Succeeded")])
+def test_a_container_that_is_done_stays_done(api: Api, policy: str, code: int, phase: str) -> None:
+    name = f"once-{policy.lower()}"
+    init = [container("setup", "true")]
+    api.ok(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        pod(name, "n1", container("c", "sh", "-c", f"exit {code}"), restartPolicy=policy, initContainers=init),
+    )
+    wait_until(lambda: status_of(api, name).get("phase") == phase, f"{name} {phase}", timeout=30)
+
+    def ended_once() -> bool:
+        [c] = status_of(api, name)["containerStatuses"]
+        return c["state"]["terminated"]["exitCode"] == code and c["restartCount"] == 0
+
+    # The worker resyncs every 5 s: a done container must not run again.
+    holds_for(ended_once, f"{name} ended once", seconds=6)
+
+
+def test_a_failed_init_container_stops_the_pod(api: Api) -> None:
+    spec = pod(
+        "init-fails",
+        "n1",
+        container("c", "sleep", "100"),
+        restartPolicy="Never",
+        initContainers=[container("setup", "false")],
+    )
+    api.ok("POST", "/api/v1/namespaces/default/pods", spec)
+    wait_until(lambda: status_of(api, "init-fails").get("phase") == "Failed", "init-fails Failed", timeout=30)
+
+    def main_never_ran() -> bool:
+        [c] = status_of(api, "init-fails")["containerStatuses"]
+        return "waiting" in c["state"] and not c.get("lastState")
+
+    holds_for(main_never_ran, "the main container not running", seconds=6)
 
 
 def test_deleting_a_pod_stops_it_within_its_grace_period(api: Api) -> None:

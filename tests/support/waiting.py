@@ -26,3 +26,13 @@ def wait_until(
             pass
         assert time.monotonic() < deadline, f"timed out waiting for {what} {detail()}".rstrip()
         time.sleep(interval)
+
+
+def holds_for(condition: Callable[[], bool], what: str, seconds: float, interval: float = 0.1) -> None:
+    """Check that `condition` keeps holding for `seconds` (something that
+    must not happen, such as a restart, has a chance to); fail the moment
+    it does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), f"{what} stopped holding"
+        time.sleep(interval)
