@@ -173,6 +173,7 @@ class ImageStore:
 
             def build(rootfs: str) -> None:
                 for layer in manifest.get("layers") or ():
+                    blobs.verify(str(layer["digest"]))
                     with blobs.open_blob(str(layer["digest"])) as raw:
                         apply_layer(raw, str(layer.get("mediaType", "")), rootfs)
 
@@ -256,6 +257,18 @@ class _Blobs:
     def open_blob(self, digest: str) -> IO[bytes]:
         algorithm, _, hex_digest = digest.partition(":")
         return self.open(f"blobs/{algorithm}/{hex_digest}")
+
+    def verify(self, digest: str) -> None:
+        """A blob read whole in chunks, against its digest (layers are too big to hold)."""
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256":
+            raise ImageError(f"unsupported digest algorithm in {digest}")
+        h = hashlib.sha256()
+        with self.open_blob(digest) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != expected:
+            raise ImageError(f"blob {digest} does not match its digest")
 
     def read_blob(self, digest: str) -> bytes:
         data = self.open_blob(digest).read()

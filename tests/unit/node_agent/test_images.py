@@ -4,7 +4,9 @@ filesystem), and the busybox image built from a static busybox."""
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,19 @@ def test_busybox_is_built_from_the_static_busybox(tmp_path: Path) -> None:
     assert image is not None and image.cmd == ["sh"]
     assert os.readlink(os.path.join(image.rootfs, "bin/sh")) == "/bin/busybox"
     assert os.path.isfile(os.path.join(image.rootfs, "bin/busybox"))
+
+
+def test_a_layer_that_does_not_match_its_digest_is_refused(tmp_path: Path) -> None:
+    archive = _layout(tmp_path, [_tar([("f", b"original", "")])])
+    tampered = tmp_path / "tampered.tar"
+    with tarfile.open(archive) as src, tarfile.open(tampered, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name.startswith("blobs/") and data[:2] == b"\x1f\x8b":
+                data = _tar([("f", b"replaced", "")])  # a layer swapped for another
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    store = ImageStore(str(tmp_path / "store"))
+    with pytest.raises(ImageError, match="does not match its digest"):
+        store.import_oci(str(tampered))
+    assert store.references() == {}
