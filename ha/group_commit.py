@@ -37,6 +37,9 @@ from ha.raft_node import ProposalError
 from ha.storepb import internal_pb2
 
 BARRIER_COMMAND = internal_pb2.Command(barrier=internal_pb2.Barrier()).SerializeToString()
+# A read barrier that failed (an election, a leader change) is tried again
+# for this long: it changes nothing, so trying again is always safe.
+BARRIER_RETRY_FOR = 5.0
 
 Callback = Callable[[list[bytes] | None, ProposalError | None], None]
 
@@ -98,11 +101,24 @@ class GroupCommitter:
         return await fut
 
     async def barrier(self) -> None:
-        """Wait until everything committed before this call is applied here."""
-        if self._barrier is None or self._barrier.done():
-            self._barrier = self._enqueue(BARRIER_COMMAND)
-            self.metrics.read_barriers.inc()
-        await asyncio.shield(self._barrier)
+        """Wait until everything committed before this call is applied here.
+        A barrier lost to a leader change is proposed again (a read has no
+        outcome to be unsure of); NotCommitted once that has failed for
+        BARRIER_RETRY_FOR seconds."""
+        deadline = time.monotonic() + BARRIER_RETRY_FOR
+        delay = 0.02
+        while True:
+            if self._barrier is None or self._barrier.done():
+                self._barrier = self._enqueue(BARRIER_COMMAND)
+                self.metrics.read_barriers.inc()
+            try:
+                await asyncio.shield(self._barrier)
+                return
+            except (OutcomeUnknown, NotCommitted) as e:
+                if self._closed or time.monotonic() + delay > deadline:
+                    raise NotCommitted(f"no read barrier could be committed: {e}") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def pause(self) -> None:
         """Hold new batches (commands still queue) until `resume`: lets a
