@@ -187,14 +187,27 @@ class LocalCluster:
     @classmethod
     @contextlib.contextmanager
     def running(
-        cls, directory: str, count: int = 3, server_args: list[str] | None = None, timeout: float = 60.0
+        cls,
+        directory: str,
+        count: int = 3,
+        server_args: list[str] | None = None,
+        timeout: float = 60.0,
+        agents: int = 0,
+        runc_agents: int = 0,
+        agent_args: list[str] | None = None,
     ) -> Iterator[LocalCluster]:
-        """A cluster started and ready for the length of a `with` block,
-        stopped however the block ends (tests, benchmarks)."""
-        cluster = cls.create(directory, count, server_args=server_args)
+        """A cluster started and ready (its agents registered and Ready too)
+        for the length of a `with` block, stopped however the block ends
+        (tests, benchmarks)."""
+        cluster = cls.create(
+            directory, count, server_args=server_args, agents=agents, agent_args=agent_args, runc_agents=runc_agents
+        )
         cluster.start()
         try:
             cluster.wait_ready(timeout)
+            if cluster.agents:
+                cluster.start_agents()
+                cluster.wait_agents(timeout)
             yield cluster
         finally:
             cluster.stop()

@@ -11,8 +11,8 @@ worker sees it) and its log is empty.
 
 from __future__ import annotations
 
-import asyncio
 import os
+import signal
 import time
 import uuid
 from typing import Any
@@ -20,18 +20,16 @@ from typing import Any
 from control_plane.apis.pods import all_containers
 from control_plane.client import ClientCredentials
 from node_agent.agent import Agent, AgentConfig
-from node_agent.runtime import ContainerConfig, ContainerStatus, State
+from node_agent.runtime import ContainerConfig, ContainerStatus, ContainerTable, State
 
 Object = dict[str, Any]
 
 
-class HollowRuntime:
+class HollowRuntime(ContainerTable):
+    """Containers that "run" from start until stopped, doing nothing."""
+
     name = "hollow"
     mounts_volumes = False
-
-    def __init__(self) -> None:
-        self._status: dict[str, ContainerStatus] = {}
-        self._exited: dict[str, asyncio.Event] = {}
 
     async def ensure_image(self, image: str) -> str:
         return ""
@@ -44,34 +42,22 @@ class HollowRuntime:
         status = ContainerStatus(
             container_id, config.name, config.pod_uid, config.attempt, State.RUNNING, 0, time.time(), log_path=""
         )
-        self._status[container_id] = status
-        self._exited[container_id] = asyncio.Event()
+        self._track(status)
         return status
 
-    async def stop(self, container_id: str, grace_seconds: float) -> None:
-        status = self._status.get(container_id)
-        if status is not None and status.state is State.RUNNING:
+    async def _signal(self, status: ContainerStatus, sig: signal.Signals) -> None:
+        # Any signal ends a hollow container at once, cleanly.
+        if status.state is State.RUNNING:
             status.state, status.finished_at, status.exit_code, status.reason = (
                 State.EXITED,
                 time.time(),
                 0,
                 "Completed",
             )
-            self._exited[container_id].set()
+            self._exited[status.id].set()
 
     async def remove(self, container_id: str) -> None:
-        self._status.pop(container_id, None)
-        self._exited.pop(container_id, None)
-
-    def status(self, container_id: str) -> ContainerStatus | None:
-        return self._status.get(container_id)
-
-    def containers(self) -> list[ContainerStatus]:
-        return list(self._status.values())
-
-    async def wait(self, container_id: str) -> ContainerStatus:
-        await self._exited[container_id].wait()
-        return self._status[container_id]
+        self._untrack(container_id)
 
 
 class HollowAgent(Agent):

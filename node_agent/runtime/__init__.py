@@ -4,7 +4,9 @@ Nothing above this package knows which runtime it talks to."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -85,6 +87,57 @@ class StartFailed(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class ContainerTable:
+    """What every runtime keeps of its containers: their statuses, an event
+    set when each ends, and the graceful stop (SIGTERM, the grace period,
+    SIGKILL) over the runtime's own way of signalling (`_signal`)."""
+
+    def __init__(self) -> None:
+        self._status: dict[str, ContainerStatus] = {}
+        self._exited: dict[str, asyncio.Event] = {}
+
+    def _track(self, status: ContainerStatus) -> None:
+        self._status[status.id] = status
+        self._exited[status.id] = asyncio.Event()
+        if status.state is State.EXITED:
+            self._exited[status.id].set()
+
+    def _untrack(self, container_id: str) -> None:
+        status = self._status.get(container_id)
+        if status is not None and status.state is State.RUNNING:
+            raise ValueError(f"container {container_id} is running: stop it first")
+        self._status.pop(container_id, None)
+        self._exited.pop(container_id, None)
+
+    async def _signal(self, status: ContainerStatus, sig: signal.Signals) -> None:
+        raise NotImplementedError
+
+    async def stop(self, container_id: str, grace_seconds: float) -> None:
+        """SIGTERM, then SIGKILL after the grace period; returns once it has exited."""
+        status = self._status.get(container_id)
+        if status is None or status.state is State.EXITED:
+            return
+        await self._signal(status, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(max(grace_seconds, 0.0)):
+                await self._exited[container_id].wait()
+            return
+        except TimeoutError:
+            pass
+        await self._signal(status, signal.SIGKILL)
+        await self._exited[container_id].wait()
+
+    def status(self, container_id: str) -> ContainerStatus | None:
+        return self._status.get(container_id)
+
+    def containers(self) -> list[ContainerStatus]:
+        return list(self._status.values())
+
+    async def wait(self, container_id: str) -> ContainerStatus:
+        await self._exited[container_id].wait()
+        return self._status[container_id]
 
 
 class Runtime(Protocol):

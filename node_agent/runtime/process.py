@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 
-from node_agent.runtime import ContainerConfig, ContainerStatus, StartFailed, State, command_line
+from node_agent.runtime import ContainerConfig, ContainerStatus, ContainerTable, StartFailed, State, command_line
 
 log = logging.getLogger(__name__)
 ADOPTED_POLL = 0.5
@@ -60,17 +60,16 @@ def _run_as(uid: int | None, gid: int | None) -> Callable[[], None] | None:
     return switch
 
 
-class ProcessRuntime:
+class ProcessRuntime(ContainerTable):
     name = "process"
     mounts_volumes = False
 
     def __init__(self, state_dir: str):
+        super().__init__()
         self.state_dir = state_dir
         os.makedirs(state_dir, exist_ok=True)
-        self._status: dict[str, ContainerStatus] = {}
         self._ticks: dict[str, int] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._exited: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # The environment and directory each container runs in, for exec probes (an
         # adopted container's are not known: they run with the agent's PATH).
@@ -102,16 +101,13 @@ class ProcessRuntime:
             except (OSError, ValueError, TypeError, KeyError):
                 log.warning("ignoring an unreadable container state file %s", entry)
                 continue
-            self._status[status.id] = status
-            self._exited[status.id] = asyncio.Event()
+            self._track(status)
             if status.state is State.RUNNING:
                 if status.pid and start_ticks(status.pid) == ticks:
                     self._ticks[status.id] = ticks
                     log.info("adopted container %s (pid %d) of pod %s", status.name, status.pid, status.pod_uid)
                 else:
                     self._ended(status, 137, "ContainerStatusUnknown")
-            else:
-                self._exited[status.id].set()
 
     def watch_adopted(self) -> None:
         """Follow the adopted processes until they end (needs a running loop)."""
@@ -184,9 +180,8 @@ class ProcessRuntime:
         )
         self._env[container_id] = (env, working_dir)
         self._ticks[container_id] = start_ticks(proc.pid) or 0
-        self._status[container_id] = status
+        self._track(status)
         self._procs[container_id] = proc
-        self._exited[container_id] = asyncio.Event()
         self._save(status)
         task = asyncio.get_running_loop().create_task(self._reap(status, proc))
         self._tasks.add(task)
@@ -201,40 +196,15 @@ class ProcessRuntime:
         self._ended(status, 128 - code if code < 0 else code)
         self._procs.pop(status.id, None)
 
-    async def stop(self, container_id: str, grace_seconds: float) -> None:
-        status = self._status.get(container_id)
-        if status is None or status.state is State.EXITED:
-            return
+    async def _signal(self, status: ContainerStatus, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(status.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(max(grace_seconds, 0.0)):
-                await self._exited[container_id].wait()
-            return
-        except TimeoutError:
-            pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(status.pid, signal.SIGKILL)
-        await self._exited[container_id].wait()
+            os.killpg(status.pid, sig)  # the whole group: what the container started goes too
 
     async def remove(self, container_id: str) -> None:
-        status = self._status.pop(container_id, None)
-        if status is not None and status.state is State.RUNNING:
-            raise ValueError(f"container {container_id} is running: stop it first")
+        self._untrack(container_id)
         self._env.pop(container_id, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(container_id))
-        self._exited.pop(container_id, None)
-
-    def status(self, container_id: str) -> ContainerStatus | None:
-        return self._status.get(container_id)
-
-    def containers(self) -> list[ContainerStatus]:
-        return list(self._status.values())
-
-    async def wait(self, container_id: str) -> ContainerStatus:
-        await self._exited[container_id].wait()
-        return self._status[container_id]
 
     async def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
         env, cwd = self._env.get(container_id, ({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, ""))

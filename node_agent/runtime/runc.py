@@ -37,7 +37,7 @@ from dataclasses import asdict
 from typing import Any
 
 from node_agent.images import BUSYBOX, ImageStore
-from node_agent.runtime import ContainerConfig, ContainerStatus, StartFailed, State, command_line
+from node_agent.runtime import ContainerConfig, ContainerStatus, ContainerTable, StartFailed, State, command_line
 from node_agent.runtime.process import run_command, start_ticks
 
 log = logging.getLogger(__name__)
@@ -132,19 +132,18 @@ def runc_works(work_dir: str, runc: str = "runc") -> str:
     return asyncio.run(attempt())
 
 
-class RuncRuntime:
+class RuncRuntime(ContainerTable):
     name = "runc"
     mounts_volumes = True
 
     def __init__(self, state_dir: str, images: ImageStore, runc: str = "runc"):
+        super().__init__()
         self.state_dir = os.path.abspath(state_dir)
         self.images = images
         self.runc = [runc, "--root", os.path.join(self.state_dir, ".runc")]
         self.cgroups = Cgroups()
         os.makedirs(self.state_dir, exist_ok=True)
-        self._status: dict[str, ContainerStatus] = {}
         self._ticks: dict[str, int] = {}
-        self._exited: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopt()
 
@@ -179,10 +178,9 @@ class RuncRuntime:
             except (OSError, ValueError, TypeError, KeyError):
                 log.warning("ignoring an unreadable container state file %s", path)
                 continue
-            self._status[status.id] = status
-            self._exited[status.id] = asyncio.Event()
+            self._track(status)
             if status.state is State.EXITED:
-                self._exited[status.id].set()
+                pass
             elif self._exit_code(status.id) is not None:
                 self._finish(status)  # it ended while no agent watched: the shim kept its code
             elif status.pid and start_ticks(status.pid) == ticks:
@@ -232,7 +230,7 @@ class RuncRuntime:
         self._record_exit(status, unknown)
         subprocess.run([*self.runc, "delete", "--force", status.id], capture_output=True, check=False)
         _unmount(os.path.join(self._dir(status.id), "rootfs"))
-        self._exited.setdefault(status.id, asyncio.Event()).set()
+        self._exited[status.id].set()
 
     async def _finish_async(self, status: ContainerStatus, unknown: bool = False) -> None:
         """_finish without blocking the agent's loop on runc and umount."""
@@ -245,7 +243,7 @@ class RuncRuntime:
                 *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
             )
             await proc.wait()  # umount fails for a copied root filesystem: nothing is mounted
-        self._exited.setdefault(status.id, asyncio.Event()).set()
+        self._exited[status.id].set()
 
     # -- Runtime ----------------------------------------------------------------------------
 
@@ -296,8 +294,7 @@ class RuncRuntime:
             started_at=time.time(),
             log_path=config.log_path,
         )
-        self._status[container_id] = status
-        self._exited[container_id] = asyncio.Event()
+        self._track(status)
         self._save(status)
         os.makedirs(os.path.dirname(config.log_path), exist_ok=True)
         logged = os.path.getsize(config.log_path) if os.path.exists(config.log_path) else 0
@@ -420,46 +417,18 @@ class RuncRuntime:
             },
         }  # fmt: skip
 
-    async def stop(self, container_id: str, grace_seconds: float) -> None:
-        status = self._status.get(container_id)
-        if status is None or status.state is State.EXITED:
-            return
-        await self._kill(container_id, "TERM")
-        try:
-            async with asyncio.timeout(max(grace_seconds, 0.0)):
-                await self._exited[container_id].wait()
-            return
-        except TimeoutError:
-            pass
-        await self._kill(container_id, "KILL")
-        await self._exited[container_id].wait()
-
-    async def _kill(self, container_id: str, sig: str) -> None:
+    async def _signal(self, status: ContainerStatus, sig: signal.Signals) -> None:
         proc = await asyncio.create_subprocess_exec(
-            *self.runc, "kill", "--all", container_id, sig,
+            *self.runc, "kill", "--all", status.id, sig.name,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         await proc.wait()  # fails when the container has just ended: nothing then to kill
 
     async def remove(self, container_id: str) -> None:
-        status = self._status.get(container_id)
-        if status is not None and status.state is State.RUNNING:
-            raise ValueError(f"container {container_id} is running: stop it first")
-        self._status.pop(container_id, None)
-        self._exited.pop(container_id, None)
+        self._untrack(container_id)
         directory = self._dir(container_id)
         _unmount(os.path.join(directory, "rootfs"))
         shutil.rmtree(directory, ignore_errors=True)
-
-    def status(self, container_id: str) -> ContainerStatus | None:
-        return self._status.get(container_id)
-
-    def containers(self) -> list[ContainerStatus]:
-        return list(self._status.values())
-
-    async def wait(self, container_id: str) -> ContainerStatus:
-        await self._exited[container_id].wait()
-        return self._status[container_id]
 
     async def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
         return await run_command([*self.runc, "exec", container_id, *argv], None, timeout)

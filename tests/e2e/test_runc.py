@@ -32,15 +32,8 @@ PODS = "/api/v1/namespaces/default/pods"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     directory = str(tmp_path_factory.mktemp("runc"))
-    cluster = LocalCluster.create(directory, 3, runc_agents=1, agent_args=["--heartbeat-interval", "1"])
-    cluster.start()
-    try:
-        cluster.wait_ready(60)
-        cluster.start_agents()
-        cluster.wait_agents(30)
+    with LocalCluster.running(directory, 3, runc_agents=1, agent_args=["--heartbeat-interval", "1"]) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
