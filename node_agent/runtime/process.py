@@ -60,6 +60,27 @@ def _run_as(uid: int | None, gid: int | None) -> Callable[[], None] | None:
     return switch
 
 
+def save_record(path: str, status: ContainerStatus, start_ticks: int) -> None:
+    """A container's state file, replaced atomically (what adoption reads)."""
+    record = {**asdict(status), "state": status.state.value, "start_ticks": start_ticks}
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    os.replace(path + ".tmp", path)
+
+
+def load_record(path: str) -> tuple[ContainerStatus, int] | None:
+    """A state file's container and its process start time; None (logged) if unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        ticks = int(record.pop("start_ticks", 0))
+        record["state"] = State(record["state"])
+        return ContainerStatus(**record), ticks
+    except (OSError, ValueError, TypeError, KeyError):
+        log.warning("ignoring an unreadable container state file %s", path)
+        return None
+
+
 class ProcessRuntime(ContainerTable):
     name = "process"
     mounts_volumes = False
@@ -82,25 +103,16 @@ class ProcessRuntime(ContainerTable):
         return os.path.join(self.state_dir, f"{container_id}.json")
 
     def _save(self, status: ContainerStatus) -> None:
-        record = {**asdict(status), "state": status.state.value, "start_ticks": self._ticks.get(status.id, 0)}
-        tmp = self._path(status.id) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-        os.replace(tmp, self._path(status.id))
+        save_record(self._path(status.id), status, self._ticks.get(status.id, 0))
 
     def _adopt(self) -> None:
         for entry in sorted(os.listdir(self.state_dir)):
             if not entry.endswith(".json"):
                 continue
-            try:
-                with open(os.path.join(self.state_dir, entry), encoding="utf-8") as f:
-                    record = json.load(f)
-                ticks = int(record.pop("start_ticks", 0))
-                record["state"] = State(record["state"])
-                status = ContainerStatus(**record)
-            except (OSError, ValueError, TypeError, KeyError):
-                log.warning("ignoring an unreadable container state file %s", entry)
+            loaded = load_record(os.path.join(self.state_dir, entry))
+            if loaded is None:
                 continue
+            status, ticks = loaded
             self._track(status)
             if status.state is State.RUNNING:
                 if status.pid and start_ticks(status.pid) == ticks:

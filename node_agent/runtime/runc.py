@@ -33,12 +33,11 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 from node_agent.images import BUSYBOX, ImageStore
 from node_agent.runtime import ContainerConfig, ContainerStatus, ContainerTable, StartFailed, State, command_line
-from node_agent.runtime.process import run_command, start_ticks
+from node_agent.runtime.process import load_record, run_command, save_record, start_ticks
 
 log = logging.getLogger(__name__)
 ADOPTED_POLL = 0.5
@@ -153,11 +152,7 @@ class RuncRuntime(ContainerTable):
         return os.path.join(self.state_dir, container_id)
 
     def _save(self, status: ContainerStatus) -> None:
-        record = {**asdict(status), "state": status.state.value, "start_ticks": self._ticks.get(status.id, 0)}
-        path = os.path.join(self._dir(status.id), "status.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(record, f)
-        os.replace(path + ".tmp", path)
+        save_record(os.path.join(self._dir(status.id), "status.json"), status, self._ticks.get(status.id, 0))
 
     def _exit_code(self, container_id: str) -> int | None:
         with contextlib.suppress(OSError, ValueError), open(os.path.join(self._dir(container_id), "exit")) as f:
@@ -169,15 +164,10 @@ class RuncRuntime(ContainerTable):
             path = os.path.join(self.state_dir, entry, "status.json")
             if entry.startswith(".") or not os.path.exists(path):
                 continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    record = json.load(f)
-                ticks = int(record.pop("start_ticks", 0))
-                record["state"] = State(record["state"])
-                status = ContainerStatus(**record)
-            except (OSError, ValueError, TypeError, KeyError):
-                log.warning("ignoring an unreadable container state file %s", path)
+            loaded = load_record(path)
+            if loaded is None:
                 continue
+            status, ticks = loaded
             self._track(status)
             if status.state is State.EXITED:
                 pass
