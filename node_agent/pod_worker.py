@@ -491,6 +491,9 @@ class PodWorker:
         if c.current is not None and c.current.state is State.RUNNING:
             out["containerID"] = f"{self.node.runtime.name}://{c.current.id}"
             out["state"] = {"running": {"startedAt": rfc3339(c.current.started_at)}}
+        elif c.current is not None:  # ended, and the worker has not yet looked (the runtime is cleaning up)
+            out["containerID"] = f"{self.node.runtime.name}://{c.current.id}"
+            out["state"] = {"terminated": self._terminated(c.current)}
         elif c.current is None and c.last is not None and (c.done or not c.waiting[0]):
             out["containerID"] = f"{self.node.runtime.name}://{c.last.id}"
             out["state"] = {"terminated": self._terminated(c.last)}
