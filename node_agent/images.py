@@ -157,8 +157,10 @@ class ImageStore:
         overrides the one it gives)."""
         try:
             archive = tarfile.open(path)  # noqa: SIM115 - closed below, after the layers are read
-        except (OSError, tarfile.TarError) as e:
-            raise ImageError(f"{path}: not a tar archive: {e}") from None
+        except OSError as e:
+            raise ImageError(f"{path}: {e.strerror or e}") from None
+        except tarfile.TarError:
+            raise ImageError(f"{path}: not a tar archive (an OCI image layout tarball is one)") from None
         with archive:
             blobs = _Blobs(archive)
             index = blobs.json("index.json")
