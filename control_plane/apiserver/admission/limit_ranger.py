@@ -4,10 +4,17 @@ for (min, max, maxLimitRequestRatio), as Kubernetes' plugin does.
 
 Defaults are filled on create (and recorded in the pod's
 kubernetes.io/limit-ranger annotation); the bounds are checked on create.
+
+The ranges are read from the API server's cache, which may not yet hold
+one created a moment ago. As in Kubernetes, a namespace the cache shows
+without ranges is looked up in the store itself (this master's applied
+state, which holds every write this master acknowledged), and a namespace
+found empty there is believed for LIVE_TTL seconds.
 """
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +25,7 @@ from control_plane.apiserver.admission import CREATE, AdmissionRequest, Object, 
 
 LIMIT_RANGES: Resource = REGISTRY.lookup("", "v1", "limitranges")  # type: ignore[assignment]
 ANNOTATION = "kubernetes.io/limit-ranger"
+LIVE_TTL = 30.0  # Kubernetes' liveTTL
 
 
 def _quantity(value: Any) -> Decimal | None:
@@ -36,9 +44,21 @@ class LimitRanger(Plugin):
 
     def __init__(self, reader: Reader):
         self.reader = reader
+        self._empty_until: dict[str, float] = {}  # namespaces the store showed without ranges
+
+    async def _ranges(self, namespace: str) -> list[Object]:
+        _, ranges = await self.reader.read_all(LIMIT_RANGES, namespace)
+        if ranges or self._empty_until.get(namespace, 0.0) > time.monotonic():
+            return ranges
+        _, ranges = await self.reader.read_all(LIMIT_RANGES, namespace, fresh=True)
+        if not ranges:
+            if len(self._empty_until) > 10_000:
+                self._empty_until.clear()
+            self._empty_until[namespace] = time.monotonic() + LIVE_TTL
+        return ranges
 
     async def _items(self, req: AdmissionRequest, kind: str) -> list[Object]:
-        _, ranges = await self.reader.read_all(LIMIT_RANGES, req.namespace)
+        ranges = await self._ranges(req.namespace)
         return [
             item
             for lr in ranges
