@@ -44,6 +44,7 @@ from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis import codec
 from control_plane.client import INSECURE, ApiClient, ClientCredentials, resource
+from control_plane.client.api import open_channel
 from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
 from ha.storepb import kv_pb2
 
@@ -130,8 +131,7 @@ async def grpc_creates(
 ) -> LoadResult:
     before, after = template(namespace)
     ref = pb.ResourceRef(version="v1", resource="pods", namespace=namespace)
-    secure = credentials.grpc()
-    channel = grpc.aio.insecure_channel(endpoint) if secure is None else grpc.aio.secure_channel(endpoint, secure)
+    channel = open_channel(endpoint, credentials.grpc(), options=())
     async with channel:
         stub = resources_pb2_grpc.ResourcesStub(channel)
 

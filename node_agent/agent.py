@@ -25,7 +25,7 @@ import grpc
 from control_plane.apis import codec
 from control_plane.apis.errors import ApiError
 from control_plane.client import ApiClient, ClientCredentials, resource
-from control_plane.client.api import CHANNEL_OPTIONS
+from control_plane.client.api import open_channel
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
 from node_agent.host import node_object
@@ -74,11 +74,7 @@ class Masters:
         endpoint = self.endpoint
         channel = self._channels.get(endpoint)
         if channel is None:
-            if self.credentials is None:
-                channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
-            else:
-                channel = grpc.aio.secure_channel(endpoint, self.credentials, options=CHANNEL_OPTIONS)
-            self._channels[endpoint] = channel
+            channel = self._channels[endpoint] = open_channel(endpoint, self.credentials)
         return node_pb2_grpc.NodeStub(channel)
 
     def move_on(self, failed: str) -> None:

@@ -75,6 +75,9 @@ class ImageStore:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         os.makedirs(os.path.join(self.root, "images"), exist_ok=True)
+        # Resolved references, valid while index.json is the same file (stored images never change).
+        self._resolved: dict[str, Image] = {}
+        self._resolved_for: tuple[int, int] = (0, 0)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -91,6 +94,20 @@ class ImageStore:
         return dict(sorted(self._index().items()))
 
     def resolve(self, reference: str) -> Image | None:
+        try:
+            info = os.stat(os.path.join(self.root, "index.json"))
+        except FileNotFoundError:
+            return None
+        if (info.st_ino, info.st_mtime_ns) != self._resolved_for:
+            self._resolved, self._resolved_for = {}, (info.st_ino, info.st_mtime_ns)
+        image = self._resolved.get(reference)
+        if image is None:
+            image = self._resolve(reference)
+            if image is not None:
+                self._resolved[reference] = image
+        return image
+
+    def _resolve(self, reference: str) -> Image | None:
         try:
             ref = normalize(reference)
         except ImageError:

@@ -13,6 +13,7 @@ import grpc
 
 from control_plane.apis import errors
 from control_plane.apis.errors import ApiError
+from control_plane.client.api import open_channel
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
 
@@ -46,12 +47,7 @@ class NodeLogs:
     def _stub(self, address: str) -> node_pb2_grpc.AgentStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = (
-                grpc.aio.insecure_channel(address)
-                if self.credentials is None
-                else grpc.aio.secure_channel(address, self.credentials)
-            )
-            self._channels[address] = channel
+            channel = self._channels[address] = open_channel(address, self.credentials, options=())
         return node_pb2_grpc.AgentStub(channel)
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -49,6 +49,17 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+def open_channel(
+    endpoint: str, credentials: grpc.ChannelCredentials | None, options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS
+) -> grpc.aio.Channel:
+    """A channel to a master (or an agent): TLS with `credentials`, plaintext without."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(endpoint, options=options)
+    return grpc.aio.secure_channel(endpoint, credentials, options=options)
+
+
 PATCH_TYPES = {
     "merge": pb.PATCH_TYPE_MERGE,
     "json": pb.PATCH_TYPE_JSON,
@@ -126,11 +137,7 @@ class ApiClient:
         channel = self._channels.get(endpoint)
         if channel is None:
             options = [*CHANNEL_OPTIONS, ("grpc.primary_user_agent", self.user_agent)]
-            if self._grpc_credentials is None:
-                channel = grpc.aio.insecure_channel(endpoint, options=options)
-            else:
-                channel = grpc.aio.secure_channel(endpoint, self._grpc_credentials, options=options)
-            self._channels[endpoint] = channel
+            channel = self._channels[endpoint] = open_channel(endpoint, self._grpc_credentials, options)
         return resources_pb2_grpc.ResourcesStub(channel)
 
     def move_on(self, failed: str) -> None:

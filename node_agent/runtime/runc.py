@@ -144,6 +144,7 @@ class RuncRuntime(ContainerTable):
         os.makedirs(self.state_dir, exist_ok=True)
         self._ticks: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unclean: list[str] = []  # ended while no agent ran: for watch_adopted to clean up
         self._adopt()
 
     # -- files ------------------------------------------------------------------------------
@@ -172,15 +173,25 @@ class RuncRuntime(ContainerTable):
             if status.state is State.EXITED:
                 pass
             elif self._exit_code(status.id) is not None:
-                self._finish(status)  # it ended while no agent watched: the shim kept its code
+                self._ended_unwatched(status)  # the shim kept its code
             elif status.pid and start_ticks(status.pid) == ticks:
                 self._ticks[status.id] = ticks
                 log.info("adopted container %s (pid %d) of pod %s", status.name, status.pid, status.pod_uid)
             else:
-                self._finish(status, unknown=True)
+                self._ended_unwatched(status, unknown=True)
+
+    def _ended_unwatched(self, status: ContainerStatus, unknown: bool = False) -> None:
+        """A container that ended while no agent watched: recorded now, cleaned up by watch_adopted."""
+        self._record_exit(status, unknown)
+        self._exited[status.id].set()
+        self._unclean.append(status.id)
 
     def watch_adopted(self) -> None:
-        """Follow the adopted containers until they end (needs a running loop)."""
+        """Follow the adopted containers until they end, and clean up those
+        that ended meanwhile (needs a running loop)."""
+        for container_id in self._unclean:
+            self._spawn(self._clean_up(container_id))
+        self._unclean.clear()
         for status in self._status.values():
             if status.state is State.RUNNING:
                 self._spawn(self._poll(status))
@@ -195,10 +206,10 @@ class RuncRuntime(ContainerTable):
             if start_ticks(status.pid) != self._ticks.get(status.id) and self._exit_code(status.id) is None:
                 await asyncio.sleep(ADOPTED_POLL)  # the shim writes the code just after the container ends
                 if self._exit_code(status.id) is None:
-                    await self._finish_async(status, unknown=True)
+                    await self._finish(status, unknown=True)
                     return
             await asyncio.sleep(ADOPTED_POLL)
-        await self._finish_async(status)
+        await self._finish(status)
 
     def _record_exit(self, status: ContainerStatus, unknown: bool) -> None:
         """Its exit code and reason (the OOM-kill counter is read before
@@ -214,25 +225,21 @@ class RuncRuntime(ContainerTable):
             status.reason = "OOMKilled" if oom and code != 0 else ("Completed" if code == 0 else "Error")
         self._save(status)
 
-    def _finish(self, status: ContainerStatus, unknown: bool = False) -> None:
-        """The container has ended (found so at start-up): record how, then
-        delete runc's record of it and unmount its root filesystem."""
-        self._record_exit(status, unknown)
-        subprocess.run([*self.runc, "delete", "--force", status.id], capture_output=True, check=False)
-        _unmount(os.path.join(self._dir(status.id), "rootfs"))
-        self._exited[status.id].set()
-
-    async def _finish_async(self, status: ContainerStatus, unknown: bool = False) -> None:
-        """_finish without blocking the agent's loop on runc and umount."""
-        self._record_exit(status, unknown)
+    async def _clean_up(self, container_id: str) -> None:
+        """Delete runc's record of an ended container and unmount its root
+        filesystem, without blocking the agent's loop."""
         for command in (
-            [*self.runc, "delete", "--force", status.id],
-            ["umount", "-l", self._dir(status.id) + "/rootfs"],
+            [*self.runc, "delete", "--force", container_id],
+            ["umount", "-l", self._dir(container_id) + "/rootfs"],
         ):
             proc = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
             )
             await proc.wait()  # umount fails for a copied root filesystem: nothing is mounted
+
+    async def _finish(self, status: ContainerStatus, unknown: bool = False) -> None:
+        self._record_exit(status, unknown)
+        await self._clean_up(status.id)
         self._exited[status.id].set()
 
     # -- Runtime ----------------------------------------------------------------------------
@@ -307,7 +314,7 @@ class RuncRuntime(ContainerTable):
             await proc.wait()
             message = _tail(config.log_path)
             os.truncate(config.log_path, logged)  # runc's complaint is not the container's output
-            await self._finish_async(status)
+            await self._finish(status)
             await self.remove(container_id)
             raise StartFailed("RunContainerError", f'failed to start container "{config.name}": {message}')
         status.pid = pid
@@ -333,7 +340,7 @@ class RuncRuntime(ContainerTable):
 
     async def _reap(self, status: ContainerStatus, proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
-        await self._finish_async(status)
+        await self._finish(status)
 
     def _spec(
         self,
