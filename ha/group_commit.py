@@ -12,7 +12,7 @@ of concurrent clients, and sends as soon as that many are pending, or after
 once; with N, batches carry about N.
 
 Measured on a 2-core VM: each log entry costs the leader's loop about 1 ms
-of Raft messaging (pickling, Fernet, syscalls, ticks), so lingering pays
+of Raft messaging (pickling, sealing, syscalls, ticks), so lingering pays
 even though the loop then sometimes waits out `max_linger` idle; sending
 whatever is pending whenever nothing is in flight halved throughput.
 
