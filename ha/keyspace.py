@@ -172,9 +172,17 @@ class KeySpace:
         events up to it. Reads and watches before it become impossible."""
         if revision <= self.compact_revision:
             return
+        cut = bisect.bisect_right(self._events, revision, key=_event_revision)
+        # Only a key written or deleted since the last compaction can hold a
+        # version superseded since then (every older one is gone already):
+        # visiting those keys, not all of them, keeps a compaction's cost
+        # (paid on every master at once) to the history it forgets.
+        touched = {e.key for e in self._events[:cut]}
         gone: list[bytes] = []
-        for k, versions in self._index.items():
-            if versions[0].revision > revision:
+        index = self._index
+        for k in touched:
+            versions = index.get(k)
+            if not versions or versions[0].revision > revision:
                 continue
             i = bisect.bisect_right(versions, revision, key=_version_revision)
             # versions[i-1] is the state of k at `revision`: keep it if live.
@@ -184,8 +192,7 @@ class KeySpace:
             if not versions:
                 gone.append(k)
         for k in gone:
-            del self._index[k]
-        cut = bisect.bisect_right(self._events, revision, key=_event_revision)
+            del index[k]
         del self._events[:cut]
         self.compact_revision = revision
 
