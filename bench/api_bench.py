@@ -148,10 +148,7 @@ async def grpc_creates(
 
 async def stored_pod(client: ApiClient, cluster: LocalCluster, namespace: str) -> bytes:
     """The bytes a created pod occupies in the store: what the raw puts
-    write. (The same bytes, not random ones of the same length: JSON
-    compresses on the Raft link and random bytes do not, which makes
-    random puts ~15% slower here and the API's ratio look better than it
-    is.)"""
+    write, so both sides move the same bytes through Raft."""
     await client.create(PODS, pod_body("size-probe"), namespace, field_manager="bench")
     with cluster.client() as store:
         [kv] = store.range(kv_pb2.RangeRequest(key=b"/registry/pods/%s/size-probe" % namespace.encode())).kvs

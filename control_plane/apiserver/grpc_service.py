@@ -122,9 +122,12 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         status: dict[str, Any] | None = None
         result: Any = None
         try:
-            user = await self.access.authenticate(self.access.grpc_credentials(context))
+            user = await self.access.authenticate_grpc(context)
             attrs = self._attributes(user, verb, ref, field_selector)
-            audit = self.access.begin_audit(attrs, _request_uri(ref), [peer_ip(context)], _agent(context, full=True))
+            if self.access.auditing:
+                audit = self.access.begin_audit(
+                    attrs, _request_uri(ref), [peer_ip(context)], _agent(context, full=True)
+                )
             if audit is not None and body:
                 with contextlib.suppress(*codec.DecodeError):
                     decoded = codec.loads(body)
@@ -301,7 +304,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         code = 200
         audit = None
         try:
-            user = await self.access.authenticate(self.access.grpc_credentials(context))
+            user = await self.access.authenticate_grpc(context)
             attrs = self._attributes(user, "WATCH", ref, request.field_selector)
             audit = self.access.begin_audit(
                 attrs, _request_uri(ref, watch=True), [peer_ip(context)], _agent(context, True)

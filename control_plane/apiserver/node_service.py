@@ -62,7 +62,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
     async def _node(self, context: grpc.aio.ServicerContext) -> tuple[UserInfo, str]:
         """The caller and the node it is, or the call ends: only nodes speak this protocol."""
         try:
-            user = await self.access.authenticate(self.access.grpc_credentials(context))
+            user = await self.access.authenticate_grpc(context)
         except ApiError as e:
             await abort(context, e)
             raise

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from control_plane.apis.errors import ApiError
-from control_plane.apiserver.access import UNSECURED_USER, Access
+from control_plane.apiserver.access import Access
 from control_plane.apiserver.grpc_service import peer_ip
 from control_plane.security.audit import AuditEvent
 from control_plane.security.authz import Attributes
@@ -35,19 +35,13 @@ class _Guard:
 
     async def admit(self, context: grpc.aio.ServicerContext, method: str) -> AuditEvent | None:
         access = self.access
-        # Without authentication (--insecure) everyone is system:masters, and
-        # without an audit log nothing below is needed: a store call then
-        # pays for neither.
-        if access.authenticator is None:
-            user = UNSECURED_USER
-        else:
-            try:
-                user = await access.authenticate(access.grpc_credentials(context))
-            except ApiError:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
-                raise
+        try:
+            user = await access.authenticate_grpc(context)
+        except ApiError:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
+            raise
         audit = None
-        if access.auditor is not None:
+        if access.auditing:
             path = f"/{self.service}/{method}"
             attrs = Attributes(user, method.lower(), resource_request=False, path=path)
             agent = dict(context.invocation_metadata() or ()).get("user-agent", "")
