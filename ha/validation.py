@@ -52,17 +52,22 @@ def check_range(req: kv_pb2.RangeRequest) -> None:
 
 
 def check_txn(req: kv_pb2.TxnRequest) -> None:
-    for name, items in (("compare", req.compare), ("success", req.success), ("failure", req.failure)):
+    # Every write of the API is a txn, checked by the proposer and by every
+    # master's apply: each field is read once (a read builds a new wrapper).
+    compare, success, failure = req.compare, req.success, req.failure
+    for name, items in (("compare", compare), ("success", success), ("failure", failure)):
         if len(items) > limits.MAX_TXN_OPS:
             raise CommandFailed(
                 ErrorCode.TOO_MANY_OPS,
                 f"txn has {len(items)} {name} entries, the limit is {limits.MAX_TXN_OPS}",
             )
-    for c in req.compare:
+    for c in compare:
         check_key(c.key, "compare key")
         check_range_end(c.range_end)
-    for branch in (req.success, req.failure):
-        _check_ops(branch)
+    if success:
+        _check_ops(success)
+    if failure:
+        _check_ops(failure)
 
 
 def _check_ops(ops: Any) -> None:
@@ -71,13 +76,16 @@ def _check_ops(ops: Any) -> None:
     for op in ops:
         kind = op.WhichOneof("request")
         if kind == "request_put":
-            check_put(op.request_put)
-            if op.request_put.key in put_keys:
+            put = op.request_put
+            check_put(put)
+            key = put.key
+            if key in put_keys:
                 raise CommandFailed(ErrorCode.DUPLICATE_KEY, "duplicate key given in txn request")
-            put_keys.add(op.request_put.key)
+            put_keys.add(key)
         elif kind == "request_delete_range":
-            check_delete(op.request_delete_range)
-            deletes.append((op.request_delete_range.key, op.request_delete_range.range_end))
+            delete = op.request_delete_range
+            check_delete(delete)
+            deletes.append((delete.key, delete.range_end))
         elif kind == "request_range":
             check_range(op.request_range)
         elif kind == "request_txn":
