@@ -202,6 +202,14 @@ class KeySpace:
         """Every key and its retained versions, in key order."""
         return iter(self._index.items())
 
+    def copied_histories(self) -> list[tuple[bytes, tuple[Version, ...]]]:
+        """Every key and a copy of its version list, in no order: a
+        snapshot's capture, on every master's loop at once. SortedDict is a
+        dict; iterating it as one (in C) takes 15 ms for 64k keys where its
+        sorted iteration takes 80 ms. Sort the result where time is cheap."""
+        index = self._index
+        return list(zip(dict.keys(index), map(tuple, dict.values(index)), strict=True))
+
     def load(self, revision: int, compact_revision: int, histories: list[tuple[bytes, list[Version]]]) -> None:
         """Replace everything with the given histories (from a snapshot)."""
         self._index = SortedDict(histories)

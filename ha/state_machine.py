@@ -17,6 +17,7 @@ request handlers reading state never see a half-applied command.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -103,6 +104,18 @@ class StateMachine:
 
     def capture(self) -> SnapshotImage:
         """The state as it is now, cheaply (O(keys)); encode it later, anywhere."""
+        # A copy per key (64k tuples) would set off the cyclic collector,
+        # which then walks the whole state: measured in a master, 56-220 ms
+        # on the loop instead of ~20. Nothing made here is garbage.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._capture()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _capture(self) -> SnapshotImage:
         with self._lock:
             return SnapshotImage(
                 format=SNAPSHOT_FORMAT,
@@ -110,7 +123,7 @@ class StateMachine:
                 compact_revision=self._kv.compact_revision,
                 lease_clock_ms=self._leases.clock_ms,
                 next_lease_id=self._leases.next_id,
-                histories=[(key, tuple(versions)) for key, versions in self._kv.items()],
+                histories=self._kv.copied_histories(),  # in no order: encode sorts them
                 leases=[(lease.id, lease.ttl, lease.deadline_ms) for lease in self._leases.all()],
                 # Members are updated in place (member_set): copied, unlike versions.
                 members=[_copied(self._members[m]) for m in sorted(self._members)],

@@ -116,7 +116,8 @@ class HandCluster:
                 manual_tick=True,
                 corrections=self.corrections,
                 transport_class=self.network.transport_class(),
-                **self.config,
+                # Scenarios count entries exactly: no staggered compactions.
+                **{"log_compaction_stagger": False, **self.config},
             )
             self.nodes.append(RaftNode(config, StateMachine()))
 

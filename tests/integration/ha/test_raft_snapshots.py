@@ -47,3 +47,17 @@ def test_snapshot_install_and_restart_keep_the_membership(tmp_path: Path) -> Non
         survivors = c.others(leader)
         new_leader = c.elect(survivors)
         c.settle(c.propose(new_leader, put(b"after", b"v")), survivors)
+
+
+def test_members_compact_a_third_of_the_interval_apart(tmp_path: Path) -> None:
+    """Staggered compactions: the k-th member by address makes its first
+    after 30 * (1 + k/3) entries, and every later one after 30."""
+    config = {"log_compaction_min_entries": 30, "log_compaction_stagger": True, "leader_fallback_timeout": 5.0}
+    with hand_cluster(tmp_path, config=config) as c:
+        by_address = sorted(c.nodes, key=lambda n: n.address)
+        assert [n._SyncObj__conf.logCompactionMinEntries for n in by_address] == [30, 40, 50]
+        leader = c.elect()
+        for i in range(120):
+            c.settle(c.propose(leader, put(b"k%d" % i, b"v")), c.nodes)
+        c.tick_until(lambda: all(first_log_index(n) > 1 for n in c.nodes))
+        assert [n._SyncObj__conf.logCompactionMinEntries for n in c.nodes] == [30, 30, 30]
