@@ -158,7 +158,7 @@ class RaftConfig:
     # stalled commits (measured: 600 puts/s for 3-5 s instead of 2,500). So
     # the k-th of n members (by address) makes its first compaction after
     # log_compaction_min_entries * (1 + k/n) entries and every later one
-    # after log_compaction_min_entries: a third of the interval apart, one
+    # after log_compaction_min_entries: 1/n of the interval apart, one
     # member pauses at a time, and a follower's pause costs no commit while
     # the other follower answers. Tests of exact scenarios switch it off.
     log_compaction_stagger: bool = True
@@ -379,9 +379,8 @@ class _CompactionJob:
 
 # Between two pieces of a snapshot it encodes, the writer thread sleeps this
 # long: encoding is Python holding the GIL for seconds, and without a pause
-# the loop would get it only every switch interval (5 ms), halving the
-# master's throughput for as long (measured: a leader at 900 puts/s instead
-# of 2,500 while it encoded 122 MB).
+# the loop would get it only every switch interval (5 ms) (measured: a
+# leader fell from ~2,500 to ~900 puts/s while it encoded and wrote 122 MB).
 SNAPSHOT_WRITER_PAUSE = 0.002
 
 
