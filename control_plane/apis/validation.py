@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -239,20 +239,27 @@ def _probe(causes: list[Cause], path: str, probe: Any, kind: str) -> None:
         bad(causes, f"{path}.successThreshold", probe.get("successThreshold"), "must be 1")
 
 
-def _volumes(causes: list[Cause], path: str, volumes: Any) -> set[str]:
-    """The pod's volumes (each named once, with one source); their names."""
-    names: set[str] = set()
-    if volumes is None:
-        return names
-    if not isinstance(volumes, list):
-        bad(causes, path, volumes, "must be a list")
-        return names
-    for i, volume in enumerate(volumes):
+def _objects(causes: list[Cause], path: str, items: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of an optional list, with their paths; a list that is
+    not one, or an item that is not an object, becomes a cause."""
+    if items is None:
+        return
+    if not isinstance(items, list):
+        bad(causes, path, items, "must be a list")
+        return
+    for i, item in enumerate(items):
         where = f"{path}[{i}]"
-        if not isinstance(volume, dict):
-            bad(causes, where, volume, "must be an object")
-            continue
-        name = volume.get("name")
+        if isinstance(item, dict):
+            yield where, item
+        else:
+            bad(causes, where, item, "must be an object")
+
+
+def _named_objects(causes: list[Cause], path: str, items: Any, names: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """_objects whose items each have a unique DNS-label name (containers,
+    volumes). Every name seen is added to `names`."""
+    for where, item in _objects(causes, path, items):
+        name = item.get("name")
         if not name:
             required(causes, f"{where}.name")
         else:
@@ -260,6 +267,13 @@ def _volumes(causes: list[Cause], path: str, volumes: Any) -> set[str]:
             if name in names:
                 causes.append(Cause(f"{where}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate"))
             names.add(str(name))
+        yield where, item
+
+
+def _volumes(causes: list[Cause], path: str, volumes: Any) -> set[str]:
+    """The pod's volumes (each named once, with one source); their names."""
+    names: set[str] = set()
+    for where, volume in _named_objects(causes, path, volumes, names):
         sources = [k for k in volume if k in _VOLUME_SOURCES]
         if not sources:
             causes.append(Cause(where, "Required value: must specify a volume type", "FieldValueRequired"))
@@ -276,17 +290,8 @@ def _volumes(causes: list[Cause], path: str, volumes: Any) -> set[str]:
 
 
 def _volume_mounts(causes: list[Cause], path: str, mounts: Any, volumes: set[str]) -> None:
-    if mounts is None:
-        return
-    if not isinstance(mounts, list):
-        bad(causes, path, mounts, "must be a list")
-        return
     seen: set[str] = set()
-    for i, mount in enumerate(mounts):
-        where = f"{path}[{i}]"
-        if not isinstance(mount, dict):
-            bad(causes, where, mount, "must be an object")
-            continue
+    for where, mount in _objects(causes, path, mounts):
         name = mount.get("name")
         if not name:
             required(causes, f"{where}.name")
@@ -315,24 +320,7 @@ def validate_pod_spec(
         required(causes, f"{path}.containers")
     volumes = _volumes(causes, f"{path}.volumes", spec.get("volumes"))
     for list_name in ("initContainers", "containers"):
-        items = spec.get(list_name) or []
-        if not isinstance(items, list):
-            bad(causes, f"{path}.{list_name}", items, "must be a list")
-            continue
-        seen: set[str] = set()
-        for i, c in enumerate(items):
-            where = f"{path}.{list_name}[{i}]"
-            if not isinstance(c, dict):
-                bad(causes, where, c, "must be an object")
-                continue
-            name = c.get("name")
-            if not name:
-                required(causes, f"{where}.name")
-            else:
-                dns_label(causes, f"{where}.name", name)
-                if name in seen:
-                    causes.append(Cause(f"{where}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate"))
-                seen.add(name)
+        for where, c in _named_objects(causes, f"{path}.{list_name}", spec.get(list_name) or [], set()):
             if not c.get("image"):
                 required(causes, f"{where}.image")
             _ports(causes, f"{where}.ports", c.get("ports"))

@@ -11,7 +11,7 @@ not exist), and what identity a gRPC peer's certificate carries.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -141,12 +141,6 @@ class Access:
                 else {},
             )
 
-    @property
-    def auditing(self) -> bool:
-        """Whether requests are audited: callers skip what only the audit
-        record needs (peer address, user agent) when they are not."""
-        return self.auditor is not None
-
     def begin_audit(
         self, attrs: Attributes, request_uri: str, source_ips: Iterable[str], user_agent: str
     ) -> AuditEvent | None:
@@ -166,6 +160,16 @@ class Access:
             self.auditor.finish(event, code, response, status)
 
     # -- gRPC peers -------------------------------------------------------------------
+
+    def begin_grpc_audit(
+        self, attrs: Attributes, request_uri: str, context: grpc.aio.ServicerContext, user_agent: Callable[[], str]
+    ) -> AuditEvent | None:
+        """begin_audit for a gRPC call. The peer and the user agent are read
+        only when requests are audited: reading a call's context costs more
+        than a store write's own Python work."""
+        if self.auditor is None:
+            return None
+        return self.begin_audit(attrs, request_uri, [peer_ip(context)], user_agent())
 
     async def authenticate_grpc(self, context: grpc.aio.ServicerContext) -> UserInfo:
         """A gRPC caller's user. Without authentication (--insecure) the
@@ -194,6 +198,15 @@ class Access:
                 self._pem_identities.clear()
             self._pem_identities[pem] = identity
         return Credentials(identity, authorization)
+
+
+def peer_ip(context: grpc.aio.ServicerContext) -> str:
+    """ipv4:127.0.0.1:5555 -> 127.0.0.1"""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]").replace("%5B", "").replace("%5D", "")
+    return rest.rpartition(":")[0] if kind == "ipv4" else peer
 
 
 def certificate_identity(peercert: Mapping[str, Any] | None) -> Identity | None:

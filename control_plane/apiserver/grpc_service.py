@@ -124,10 +124,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         try:
             user = await self.access.authenticate_grpc(context)
             attrs = self._attributes(user, verb, ref, field_selector)
-            if self.access.auditing:
-                audit = self.access.begin_audit(
-                    attrs, _request_uri(ref), [peer_ip(context)], _agent(context, full=True)
-                )
+            audit = self.access.begin_grpc_audit(attrs, _request_uri(ref), context, lambda: _agent(context, full=True))
             if audit is not None and body:
                 with contextlib.suppress(*codec.DecodeError):
                     decoded = codec.loads(body)
@@ -306,8 +303,8 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         try:
             user = await self.access.authenticate_grpc(context)
             attrs = self._attributes(user, "WATCH", ref, request.field_selector)
-            audit = self.access.begin_audit(
-                attrs, _request_uri(ref, watch=True), [peer_ip(context)], _agent(context, True)
+            audit = self.access.begin_grpc_audit(
+                attrs, _request_uri(ref, watch=True), context, lambda: _agent(context, full=True)
             )
             self.access.authorize(attrs, audit)
             r = self._resource(ref)
@@ -356,15 +353,6 @@ def _agent(context: grpc.aio.ServicerContext, full: bool = False) -> str:
                 return str(value)
             return str(value).split("/", 1)[0].split(" ", 1)[0][:128] or "unknown"
     return "unknown"
-
-
-def peer_ip(context: grpc.aio.ServicerContext) -> str:
-    """ipv4:127.0.0.1:5555 -> 127.0.0.1"""
-    peer = context.peer() or ""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]").replace("%5B", "").replace("%5D", "")
-    return rest.rpartition(":")[0] if kind == "ipv4" else peer
 
 
 def _request_uri(ref: pb.ResourceRef, watch: bool = False) -> str:

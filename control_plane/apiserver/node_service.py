@@ -21,7 +21,7 @@ from control_plane.apis import codec, errors
 from control_plane.apis.errors import ApiError
 from control_plane.apis.resources import REGISTRY
 from control_plane.apiserver.access import Access
-from control_plane.apiserver.grpc_service import abort, peer_ip
+from control_plane.apiserver.grpc_service import abort
 from control_plane.apiserver.service import ApiService, DeleteOptions, ListOptions
 from control_plane.nodepb import node_pb2 as pb
 from control_plane.nodepb import node_pb2_grpc
@@ -76,7 +76,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return user, user.node_name
 
     async def _check(self, context: grpc.aio.ServicerContext, attrs: Attributes, uri: str) -> AuditEvent | None:
-        audit = self.access.begin_audit(attrs, uri, [peer_ip(context)], "raftkube-agent")
+        audit = self.access.begin_grpc_audit(attrs, uri, context, lambda: "raftkube-agent")
         try:
             self.access.authorize(attrs, audit)
         except ApiError as e:

@@ -18,7 +18,6 @@ import grpc
 
 from control_plane.apis.errors import ApiError
 from control_plane.apiserver.access import Access
-from control_plane.apiserver.grpc_service import peer_ip
 from control_plane.security.audit import AuditEvent
 from control_plane.security.authz import Attributes
 from control_plane.security.identity import SYSTEM_MASTERS
@@ -40,12 +39,11 @@ class _Guard:
         except ApiError:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
             raise
-        audit = None
-        if access.auditing:
-            path = f"/{self.service}/{method}"
-            attrs = Attributes(user, method.lower(), resource_request=False, path=path)
-            agent = dict(context.invocation_metadata() or ()).get("user-agent", "")
-            audit = access.begin_audit(attrs, path, [peer_ip(context)], str(agent))
+        path = f"/{self.service}/{method}"
+        attrs = Attributes(user, method.lower(), resource_request=False, path=path)
+        audit = access.begin_grpc_audit(
+            attrs, path, context, lambda: str(dict(context.invocation_metadata() or ()).get("user-agent", ""))
+        )
         if SYSTEM_MASTERS not in user.groups:
             access.finish_audit(audit, 403)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f'User "{user.name}": {DENIED}')
@@ -61,8 +59,6 @@ class _Guard:
 def _unary(guard: _Guard, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         audit = await guard.admit(context, name)
-        if audit is None:
-            return await method(request, context)
         failed = True
         try:
             result = await method(request, context)
