@@ -390,12 +390,13 @@ def _yielding(chunks: Iterator[bytes]) -> Iterator[bytes]:
         time.sleep(SNAPSHOT_WRITER_PAUSE)
 
 
-def _write_snapshot(path: str, header: bytes, state: Iterable[bytes]) -> None:
-    """The file: magic, header, the state (pieces written one after the
-    other), SHA-256 of all before it; fsynced."""
+def _write_snapshot(path: str, header: bytes, state: bytes | Iterable[bytes]) -> None:
+    """The file: magic, header, the state (whole, or as pieces written one
+    after the other), SHA-256 of all before it; fsynced."""
     digest = hashlib.sha256()
+    pieces = [state] if isinstance(state, bytes) else state
     with open(path, "wb") as f:
-        for part in itertools.chain((_MAGIC, _HEADER.pack(len(header), 0), header), state):
+        for part in itertools.chain((_MAGIC, _HEADER.pack(len(header), 0), header), pieces):
             digest.update(part)
             f.write(part)
         f.write(digest.digest())
