@@ -56,6 +56,8 @@ class _Batch:
     commands: list[bytes]
     futures: list[asyncio.Future[bytes]]
     started: float
+    # When its oldest command was first proposed (retries included).
+    enqueued: float
     done: bool = False
     timer: asyncio.TimerHandle | None = None
 
@@ -186,7 +188,8 @@ class GroupCommitter:
         futures: list[asyncio.Future[bytes]] = []
         size = 0
         taken = 0
-        for command, fut, _ in self._pending:
+        enqueued = time.monotonic()
+        for command, fut, queued_at in self._pending:
             if commands and (
                 len(commands) >= self.options.max_commands or size + len(command) > self.options.max_bytes
             ):
@@ -198,11 +201,12 @@ class GroupCommitter:
             commands.append(command)
             futures.append(fut)
             size += len(command)
+            enqueued = min(enqueued, queued_at)
         del self._pending[:taken]
         if self._barrier is not None and self._barrier in futures:
             self._barrier = None
         if commands:
-            self._send(_Batch(commands, futures, time.monotonic()))
+            self._send(_Batch(commands, futures, time.monotonic(), enqueued))
         self._schedule()
 
     def _end_round(self, batch: _Batch) -> None:
@@ -230,6 +234,8 @@ class GroupCommitter:
         if batch.timer is not None:
             batch.timer.cancel()
         self._end_round(batch)
+        if error is not None and error.never_appended and self._requeue(batch):
+            return
         # Send the next batch before waking this one's callers: its Raft
         # round then overlaps the work of answering them.
         self._schedule(now=True)
@@ -246,6 +252,19 @@ class GroupCommitter:
             for fut in batch.futures:
                 if not fut.done():
                     fut.set_exception(exc)
+
+    def _requeue(self, batch: _Batch) -> bool:
+        """Propose a batch no log holds again (the master it was forwarded
+        to was not the leader, or no leader was known: an election, a
+        leadership transfer), first in line, until it is `timeout` old."""
+        if self._closed or time.monotonic() - batch.enqueued > self.options.timeout:
+            return False
+        again = [(c, f, batch.enqueued) for c, f in zip(batch.commands, batch.futures, strict=True) if not f.done()]
+        self._pending[:0] = again
+        self._pending_bytes += sum(len(c) for c, _, _ in again)
+        self.metrics.proposals_retried.inc(len(again))
+        self._schedule(self.options.leader_poll)
+        return True
 
     def _expire(self, batch: _Batch) -> None:
         if batch.done:

@@ -34,6 +34,11 @@ class StoreMetrics:
             ["reason"],
             registry=registry,
         )
+        self.proposals_retried = Counter(
+            "raftkube_store_proposals_retried_total",
+            "Commands this master proposed again because no Raft log held them (not the leader, no leader).",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "raftkube_store_batch_commands",
             "Commands per Raft log entry this master proposed (group commit).",

@@ -454,12 +454,15 @@ class Store:
             return cluster_pb2.TransferLeadershipResponse(header=self.header(), leader_id=self.options.member_id)
         timeout = req.timeout_seconds or 5.0
         deadline = time.monotonic() + timeout
-        # As Raft prescribes, no new proposals while leadership moves: the
-        # target must hold the whole log before it is asked to take over.
+        # As Raft prescribes, no new proposals while leadership moves, ours or
+        # forwarded: the target must hold the whole log before it is asked
+        # to take over, and still hold it when the others vote.
         self.committer.pause()
+        self.node.refuse_forwarded_commands(True)
         try:
             return await self._transfer(target, timeout, deadline)
         finally:
+            self.node.refuse_forwarded_commands(False)
             self.committer.resume()
 
     async def _transfer(
