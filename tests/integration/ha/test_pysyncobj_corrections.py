@@ -226,12 +226,24 @@ def test_4_a_snapshot_older_than_the_applied_state_is_refused(tmp_path: Path, va
 def _entry_crossing_a_chunk_boundary(index: int, term: int) -> bytes:
     """A put whose log entry is under 128 KiB raw but over it pickled: the
     chunked send marks its second chunk as the last one."""
-    for size in range(131072 - 200, 131072):
-        cmd = put(b"big", os.urandom(size))
-        stored = pso_pickle.dumps((0, ([cmd],)))
-        if len(stored) <= 131072 < len(pso_pickle.dumps((stored, index, term))):
-            return cmd
-    raise AssertionError("no size crosses the boundary")
+    blob = os.urandom(131072)
+
+    def sizes(size: int) -> tuple[int, int]:
+        stored = pso_pickle.dumps((0, ([put(b"big", blob[:size])],)))
+        return len(stored), len(pso_pickle.dumps((stored, index, term)))
+
+    # Both lengths grow with the value's: bisect for the first value whose
+    # pickled entry is over the boundary, then check its raw one is not.
+    low, high = 131072 - 200, 131072
+    while low < high:
+        mid = (low + high) // 2
+        if sizes(mid)[1] > 131072:
+            high = mid
+        else:
+            low = mid + 1
+    raw, pickled = sizes(low)
+    assert raw <= 131072 < pickled, "no size crosses the boundary"
+    return put(b"big", blob[:low])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -242,7 +254,13 @@ def test_6_chunked_sends_of_large_entries_complete(tmp_path: Path, variant: str)
     with hand_cluster(
         tmp_path,
         corrections=corrections(variant, Correction.CHUNKED_SEND),
-        config={"append_entries_max_bytes": 65536, "leader_fallback_timeout": 30.0},
+        # No election while the entries are built (nothing ticks meanwhile).
+        config={
+            "append_entries_max_bytes": 65536,
+            "leader_fallback_timeout": 30.0,
+            "election_timeout_min": 2.0,
+            "election_timeout_max": 3.0,
+        },
     ) as c:
         leader = c.elect()
         c.tick_until(c.caught_up)
