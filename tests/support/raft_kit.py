@@ -24,6 +24,10 @@ from ha.raft_node import ALL_CORRECTIONS, Correction, ProposalError, RaftConfig,
 from ha.state_machine import StateMachine
 from ha.storepb import internal_pb2, kv_pb2
 
+# Election timeouts for scenarios in which no member may call an election
+# on its own while the test holds messages back or stops ticking.
+ASKED_ELECTIONS_ONLY = {"election_timeout_min": 2.0, "election_timeout_max": 3.0}
+
 
 class Network:
     """Which links are cut, and which nodes get their messages one by one."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ha.raft_node import ProposalError, RaftNode
-from tests.support.raft_kit import HandCluster, hand_cluster, last_log_index, put, value_of
+from tests.support.raft_kit import ASKED_ELECTIONS_ONLY, HandCluster, hand_cluster, last_log_index, put, value_of
 
 
 def match_index(leader: RaftNode, follower: RaftNode) -> int:
@@ -40,9 +40,9 @@ def ask_to_take_over(c: HandCluster, leader: RaftNode, target: RaftNode) -> None
 
 @pytest.mark.parametrize("variant", ["forwarded-refused", "forwarded-appended"])
 def test_a_write_forwarded_during_a_transfer_is_refused_and_the_target_wins(tmp_path: Path, variant: str) -> None:
-    # Elections only when asked: the target's own timer must not fire
-    # while the leader's messages wait in its inbox.
-    with hand_cluster(tmp_path, config={"election_timeout_min": 2.0, "election_timeout_max": 3.0}) as c:
+    # The target's own timer must not fire while the leader's messages
+    # wait in its inbox.
+    with hand_cluster(tmp_path, config=ASKED_ELECTIONS_ONLY) as c:
         leader = c.elect()
         c.settle(c.propose(leader, put(b"/before", b"1")))
         c.tick_until(c.caught_up)

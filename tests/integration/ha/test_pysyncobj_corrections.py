@@ -24,6 +24,7 @@ from ha import raft_node
 from ha.raft_node import ALL_CORRECTIONS, Correction, SnapshotFile
 from ha.state_machine import StateMachine
 from tests.support.raft_kit import (
+    ASKED_ELECTIONS_ONLY,
     HandCluster,
     first_log_index,
     hand_cluster,
@@ -255,12 +256,7 @@ def test_6_chunked_sends_of_large_entries_complete(tmp_path: Path, variant: str)
         tmp_path,
         corrections=corrections(variant, Correction.CHUNKED_SEND),
         # No election while the entries are built (nothing ticks meanwhile).
-        config={
-            "append_entries_max_bytes": 65536,
-            "leader_fallback_timeout": 30.0,
-            "election_timeout_min": 2.0,
-            "election_timeout_max": 3.0,
-        },
+        config={"append_entries_max_bytes": 65536, "leader_fallback_timeout": 30.0, **ASKED_ELECTIONS_ONLY},
     ) as c:
         leader = c.elect()
         c.tick_until(c.caught_up)
