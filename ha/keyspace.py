@@ -120,6 +120,12 @@ class KeySpace:
             i += 1
         return out
 
+    def keys_changed_since(self, start_revision: int) -> set[bytes]:
+        """The keys of every event at revisions >= start_revision."""
+        events = self._events
+        i = bisect.bisect_left(events, start_revision, key=_event_revision)
+        return {e.key for e in events[i:]}
+
     def keys_count(self) -> int:
         return len(self._index)
 

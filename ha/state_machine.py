@@ -216,15 +216,25 @@ class StateMachine:
         """Events from start_revision on, and the revision they reach.
         Raises CommandFailed(COMPACTED) when start_revision is gone."""
         with self._lock:
-            if start_revision <= self._kv.compact_revision:
-                raise CommandFailed(
-                    ErrorCode.COMPACTED,
-                    f"watch from revision {start_revision} is compacted (compact_revision={self._kv.compact_revision})",
-                    compact_revision=self._kv.compact_revision,
-                )
+            self._check_history(start_revision)
             events = self._kv.events_since(start_revision, key, range_end, max_events)
             reached = events[-1].revision if len(events) >= max_events else self._kv.revision
             return events, reached
+
+    def keys_changed_since(self, start_revision: int) -> set[bytes]:
+        """The keys changed from start_revision on (watches ask whether to
+        wake). Raises CommandFailed(COMPACTED) when start_revision is gone."""
+        with self._lock:
+            self._check_history(start_revision)
+            return self._kv.keys_changed_since(start_revision)
+
+    def _check_history(self, start_revision: int) -> None:
+        if start_revision <= self._kv.compact_revision:
+            raise CommandFailed(
+                ErrorCode.COMPACTED,
+                f"watch from revision {start_revision} is compacted (compact_revision={self._kv.compact_revision})",
+                compact_revision=self._kv.compact_revision,
+            )
 
     def lease_time_to_live(self, req: kv_pb2.LeaseTimeToLiveRequest) -> kv_pb2.LeaseTimeToLiveResponse:
         with self._lock:

@@ -34,6 +34,7 @@ from ha.metrics import StoreMetrics
 from ha.raft_node import ProposalError, RaftNode
 from ha.state_machine import StateMachine
 from ha.storepb import cluster_pb2, internal_pb2, kv_pb2
+from ha.watch_hub import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,6 @@ class StoreOptions:
     group_commit: GroupCommitOptions | None = None
 
 
-class RevisionSignal:
-    """Wakes watchers when the applied state moves on."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
-        self._future: asyncio.Future[None] = loop.create_future()
-
-    def notify(self) -> None:
-        fut, self._future = self._future, self._loop.create_future()
-        fut.set_result(None)
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._future), timeout)
-
-
 class Store:
     def __init__(
         self,
@@ -89,7 +74,7 @@ class Store:
         self.metrics = metrics
         self.loop = loop
         self.committer = GroupCommitter(node, loop, metrics, options.group_commit or GroupCommitOptions())
-        self.applied = RevisionSignal(loop)
+        self.watch_hub = WatchHub(state_machine, loop)
         self.watchers = 0
         self._promote_leases = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,7 +84,7 @@ class Store:
 
     def on_applied(self, applied_index: int) -> None:
         if not self._closed:
-            self.applied.notify()
+            self.watch_hub.notify()
 
     def on_role_change(self, role: str) -> None:
         if role == "leader":
@@ -122,7 +107,7 @@ class Store:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.committer.close()
-        self.applied.notify()
+        self.watch_hub.close()
 
     async def _every(self, interval: float, job: Any) -> None:
         while True:
@@ -239,7 +224,7 @@ class Store:
                     last_sent = now
                 if next_rev > self.sm.revision:
                     wait = progress - (now - last_sent) if progress > 0 else 1.0
-                    await self.applied.wait(max(0.01, min(wait, 1.0)))
+                    await self.watch_hub.wait(req.key, req.range_end, max(0.01, min(wait, 1.0)))
         finally:
             self.watchers -= 1
 
