@@ -21,6 +21,7 @@ import sys
 import grpc
 import uvloop
 
+from ha.grpc_services import GenericHandlersOnly
 from ha.storepb import kv_pb2, kv_pb2_grpc
 
 
@@ -88,7 +89,7 @@ def _settle(fut: asyncio.Future[int], value: int) -> None:
 
 async def serve(servicer: kv_pb2_grpc.KVServicer, address: str) -> None:
     server = grpc.aio.server()
-    kv_pb2_grpc.add_KVServicer_to_server(servicer, server)
+    kv_pb2_grpc.add_KVServicer_to_server(servicer, GenericHandlersOnly(server))  # as a master registers it
     server.add_insecure_port(address)
     await server.start()
     print("ready", flush=True)

@@ -49,6 +49,7 @@ from control_plane.security.node_authorizer import NodeAuthorizer
 from control_plane.security.rbac import RbacAuthorizer
 from control_plane.security.service_account_tokens import ServiceAccountTokens
 from control_plane.security.tls import ServingFiles, grpc_server_credentials, ssl_server_context
+from ha.grpc_services import GenericHandlersOnly
 from ha.limits import MAX_VALUE_BYTES
 from ha.raft_node import RaftConfig
 from ha.server import SERVICE_NAMES, StoreServer
@@ -267,13 +268,14 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
     access = _access(security, api_service, caches)
     api_service.cache = caches
     store_server.register(grpc_server, wrap=store_guard(access))
+    services = GenericHandlersOnly(grpc_server)  # see ha/grpc_services.py
     virtual_lists = {"componentstatuses": functools.partial(component_statuses, api_service, store)}
     resources_pb2_grpc.add_ResourcesServicer_to_server(
-        ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists, access=access), grpc_server
+        ResourcesService(api_service, api_metrics, virtual_lists=virtual_lists, access=access), services
     )
-    node_pb2_grpc.add_NodeServicer_to_server(NodeService(api_service, access), grpc_server)
+    node_pb2_grpc.add_NodeServicer_to_server(NodeService(api_service, access), services)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     reflection.enable_server_reflection(
         (
             *SERVICE_NAMES,
@@ -282,7 +284,7 @@ async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
-        grpc_server,
+        services,
     )
     await grpc_server.start()
     caches.start()

@@ -14,6 +14,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from ha.cluster_service import ClusterService
+from ha.grpc_services import GenericHandlersOnly
 from ha.kv_service import KVService
 from ha.metrics import StoreCollector, StoreMetrics
 from ha.raft_node import RaftConfig, RaftNode
@@ -82,9 +83,10 @@ class StoreServer:
         users: that is the API server's business)."""
         assert self.store is not None, "start() first"
         wrap = wrap or (lambda servicer: servicer)
-        kv_pb2_grpc.add_KVServicer_to_server(wrap(KVService(self.store)), server)
+        generic = GenericHandlersOnly(server)
+        kv_pb2_grpc.add_KVServicer_to_server(wrap(KVService(self.store)), generic)
         self._cluster_service = ClusterService(self.store, self.channel_credentials)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(wrap(self._cluster_service), server)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(wrap(self._cluster_service), generic)
 
     async def stop(self) -> None:
         if self.store is not None:
