@@ -893,6 +893,23 @@ class RaftNode(SyncObj):
         """Raft's own view of the voting members."""
         return sorted([self._SyncObj__selfNode.id] + [n.id for n in self._SyncObj__otherNodes])
 
+    # -- messages ----------------------------------------------------------------
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """Apply what is committed; whether to send every follower an
+        append_entries now. With appendEntriesUseBatch off pysyncobj sends
+        one after every apply, only to carry the new commit index, and then,
+        in the same tick, another for each command it appends from its
+        queue, which carries the commit index too. Under group commit the
+        next batch is queued while the last one is applied (its completion
+        sends it), so on a loaded leader every entry cost two messages to
+        each follower and two answers. While commands are queued the first
+        is left out; with none queued the commit index goes out at once."""
+        send = SyncObj._SyncObj__applyLogEntries(self)
+        if send and self.is_leader and self._SyncObj__commandsQueue._FastQueue__queue:
+            return False
+        return bool(send)
+
     # -- corrections -------------------------------------------------------------
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
