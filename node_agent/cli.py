@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from control_plane.client import INSECURE, ClientCredentials
 from control_plane.nodepb import node_pb2_grpc
-from ha.grpc_services import GenericHandlersOnly
 from node_agent.agent import Agent, AgentConfig
 from node_agent.hollow import hollow_agents
 from node_agent.images import ImageError, ImageStore
@@ -175,9 +174,7 @@ async def run_agent(
         host, _, metrics_port = metrics_address.rpartition(":")
         start_http_server(int(metrics_port), addr=host or "0.0.0.0", registry=registry)
     agent = Agent(config, runtime, metrics)
-    node_pb2_grpc.add_AgentServicer_to_server(
-        LogService(lambda: [w for w, _ in agent.workers.values()]), GenericHandlersOnly(server)
-    )
+    node_pb2_grpc.add_AgentServicer_to_server(LogService(lambda: [w for w, _ in agent.workers.values()]), server)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ streaming, without grpc.aio's registered methods."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,7 +17,7 @@ class _Recorder:
         self.server = server
         self.registered: list[str] = []
 
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self.server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: object) -> None:
