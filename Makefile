@@ -20,7 +20,7 @@ MESSAGE_PROTOS := $(shell grep -L '^service ' $$(find proto -name '*.proto') | s
 
 help:
 	@echo "make run           start a local HA cluster (3 masters) in the foreground"
-	@echo "make test          run the test suite"
+	@echo "make test          lint, verify-proto, then the test suite"
 	@echo "make lint          ruff, mypy, import-linter"
 	@echo "make proto         regenerate the gRPC/protobuf stubs from proto/"
 	@echo "make verify-proto  fail if the checked-in stubs are not what proto/ generates"
@@ -52,7 +52,7 @@ run: $(STAMP)
 down: $(STAMP)
 	$(VENV)/bin/raftkube down --dir $(CLUSTER_DIR)
 
-test: $(STAMP) deps verify-proto
+test: $(STAMP) deps verify-proto lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
