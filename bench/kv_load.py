@@ -114,3 +114,18 @@ def run_load(
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def median_result(results: list[LoadResult]) -> LoadResult:
+    """The run with the median rate."""
+    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
+
+
+def paired_ratio(numerators: list[LoadResult], denominators: list[LoadResult]) -> float:
+    """The median, over rounds, of one system's rate over another's in the
+    same round. Rounds run back to back, so each pair saw about the same
+    machine; on a shared VM whose speed drifts by tens of percent from
+    minute to minute, a ratio of two medians can pair a fast minute with a
+    slow one."""
+    ratios = [n.rate / d.rate for n, d in zip(numerators, denominators, strict=True) if d.rate]
+    return statistics.median(ratios) if ratios else float("nan")

@@ -13,9 +13,10 @@ election timeouts the server ships by default.
 Throughput on a shared 2-core VM swings by tens of percent from minute to
 minute, so all three systems run at once (idle, they cost little) and each
 point is measured round-robin across them for several rounds; the figures
-are medians, and each ratio compares measurements taken side by side.
+are medians, and each ratio is the median of the ratios of runs taken side
+by side in one round (the ratio of the medians is printed beside it).
 
-    python -m bench.store_bench [--seconds 4] [--rounds 3] [--trials 5]
+    python -m bench.store_bench [--seconds 4] [--rounds 5] [--trials 5]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from bench.kv_load import LoadResult, run_load
+from bench.kv_load import LoadResult, median_result, paired_ratio, run_load
 from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm, free_port
 from ha.client import StoreClient
 from ha.storepb import kv_pb2, kv_pb2_grpc
@@ -94,13 +95,9 @@ def pysyncobj_cluster(directory: str) -> Iterator[str]:
                 p.kill()
 
 
-def median_result(results: list[LoadResult]) -> LoadResult:
-    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
-
-
-def measure_interleaved(systems: dict[str, str], seconds: float, rounds: int) -> dict[str, dict[int, LoadResult]]:
-    """For each concurrency, `rounds` rounds of one run per system; the
-    median run of each system per concurrency."""
+def measure_interleaved(systems: dict[str, str], seconds: float, rounds: int) -> dict[str, dict[int, list[LoadResult]]]:
+    """For each concurrency, `rounds` rounds of one run per system; every
+    run, by system and concurrency, in round order."""
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in CONCURRENCY} for name in systems}
     for c in CONCURRENCY:
         for r in range(rounds):
@@ -108,7 +105,7 @@ def measure_interleaved(systems: dict[str, str], seconds: float, rounds: int) ->
                 result = run_load(endpoint, c, seconds)
                 runs[name][c].append(result)
                 print(result.line(f"{name} (round {r + 1})"), flush=True)
-    return {name: {c: median_result(rs) for c, rs in per.items()} for name, per in runs.items()}
+    return runs
 
 
 def failover_trials(cluster: LocalCluster, trials: int) -> list[float]:
@@ -136,7 +133,7 @@ def failover_trials(cluster: LocalCluster, trials: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="raftkube store benchmark")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per system and concurrency")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per system and concurrency")
     parser.add_argument("--trials", type=int, default=5, help="failover trials")
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
@@ -153,27 +150,32 @@ def main() -> None:
     ):
         leader = cluster.spec(cluster.wait_ready(60)).grpc_address
         systems = {"ceiling": ceiling_address, "pysyncobj": baseline_address, "raftkube": leader}
-        medians = measure_interleaved(systems, args.seconds, args.rounds)
+        runs = measure_interleaved(systems, args.seconds, args.rounds)
         print()
         failovers = failover_trials(cluster, args.trials)
+    medians = {name: {c: median_result(rs) for c, rs in per.items()} for name, per in runs.items()}
     raftkube, baseline, ceiling = medians["raftkube"], medians["pysyncobj"], medians["ceiling"]
 
-    print("\nsummary (medians)")
+    print("\nsummary (medians; ratios: the median of each round's ratio, and in brackets the ratio of the medians)")
     print("  ceiling: the same gRPC front end over a dict, no Raft; pysyncobj: bare 0.3.17, default settings")
+    shares: dict[int, float] = {}
     for c in CONCURRENCY:
         r, b, x = raftkube[c], baseline[c], ceiling[c]
+        speedup = paired_ratio(runs["raftkube"][c], runs["pysyncobj"][c])
+        shares[c] = paired_ratio(runs["raftkube"][c], runs["ceiling"][c])
         print(
             f"  c={c:<3} raftkube {r.rate:6.0f}/s  p50 {r.percentile(50) * 1000:5.1f} ms"
             f"  p99 {r.percentile(99) * 1000:5.1f} ms"
-            f"  | x{r.rate / max(b.rate, 1):5.2f} pysyncobj ({b.rate:.0f}/s, p99 {b.percentile(99) * 1000:.0f} ms)"
-            f"  | {100 * r.rate / max(x.rate, 1):5.1f}% of the ceiling ({x.rate:.0f}/s)"
+            f"  | x{speedup:5.2f} [x{r.rate / max(b.rate, 1):.2f}] pysyncobj"
+            f" ({b.rate:.0f}/s, p99 {b.percentile(99) * 1000:.0f} ms)"
+            f"  | {100 * shares[c]:5.1f}% [{100 * r.rate / max(x.rate, 1):.1f}%] of the ceiling ({x.rate:.0f}/s)"
         )
     median = statistics.median(failovers)
     print(f"  leader failover (kill -9 to next committed write): median {median * 1000:.0f} ms over {len(failovers)}")
-    r64, x64, r16 = raftkube[64], ceiling[64], raftkube[16]
+    r64, r16 = raftkube[64], raftkube[16]
     print("\ntargets")
     print(f"  c=64 >= 2500 puts/s:           {r64.rate:.0f}  {'met' if r64.rate >= 2500 else 'NOT met'}")
-    share = r64.rate / max(x64.rate, 1)
+    share = shares[64]
     print(f"  c=64 >= 75% of the ceiling:    {100 * share:.1f}%  {'met' if share >= 0.75 else 'NOT met'}")
     p99 = r16.percentile(99) * 1000
     print(f"  c=16 p99 < 50 ms:              {p99:.1f} ms  {'met' if p99 < 50 else 'NOT met'}")
