@@ -351,7 +351,7 @@ def test_7_a_send_the_socket_takes_in_part_completes(tmp_path: Path, variant: st
     ) as c:
         leader = c.elect()
         c.tick_until(c.caught_up)
-        value = os.urandom(1 << 20)  # random: no compression shrinks it
+        value = os.urandom(1 << 20)  # 2 MiB in one entry, over 100 buffer-fulls
         p = c.propose(leader, put(b"big-1", value), put(b"big-2", value))
         try:
             c.tick_until(lambda: p.done and c.caught_up(), timeout=1.5)
