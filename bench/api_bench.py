@@ -26,12 +26,18 @@ Ratios are the median over rounds of each round's ratio (runs taken side
 by side), with the ratio of the medians in brackets.
 
     python -m bench.api_bench [--seconds 4] [--rounds 5] [--list-pods 10000]
+
+For a quick look at one part: `--concurrency 64 --systems store gRPC
+--list-pods 0 --watch-events 0` runs only those points (the secure cluster
+is started only when a secure system is asked for; raw store puts always
+run, as they are every ratio's baseline).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -51,6 +57,7 @@ from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
 from ha.storepb import kv_pb2
 
 CONCURRENCY = (16, 64)
+SYSTEMS = ("store", "REST", "gRPC", "REST secure", "gRPC secure")
 PODS = resource("pods")
 NAMESPACES = resource("namespaces")
 CONFIGMAPS = resource("configmaps")
@@ -250,10 +257,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="raftkube API server benchmark")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=5, help="runs per system and concurrency")
-    parser.add_argument("--list-pods", type=int, default=10_000, help="pods in the listed namespace")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=list(CONCURRENCY), help="concurrencies to load at"
+    )
+    parser.add_argument(
+        "--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="what to load (quote the secure ones)"
+    )
+    parser.add_argument(
+        "--list-pods", type=int, default=10_000, help="pods in the listed namespace (0: no list timings)"
+    )
     parser.add_argument("--list-repeats", type=int, default=5)
-    parser.add_argument("--watch-events", type=int, default=300)
+    parser.add_argument("--watch-events", type=int, default=300, help="events timed per watch (0: no watch timings)")
     args = parser.parse_args()
+    if any(c < 1 for c in args.concurrency):
+        parser.error("--concurrency values must be at least 1")
+    # Raw store puts are every ratio's baseline; the secure systems are compared with the plain ones.
+    wanted = set(args.systems) | {"store"}
+    wanted |= {via.removesuffix(" secure") for via in wanted}
+    args.systems = [s for s in SYSTEMS if s in wanted]
     exit_cleanly_on_sigterm()
     work = tempfile.mkdtemp(prefix="raftkube-api-bench-")
     print(f"API benchmark: {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n", flush=True)
@@ -262,10 +283,13 @@ def main() -> None:
     # the bench would go on loading a deposed leader (forwarding every write).
     # This bench measures the API, not failover: longer timeouts.
     patient = ["--election-timeout-min", "2", "--election-timeout-max", "4"]
-    with (
-        LocalCluster.running(os.path.join(work, "plain"), server_args=["--insecure", *patient]) as plain,
-        LocalCluster.running(os.path.join(work, "secure"), server_args=patient) as secure,
-    ):
+    with contextlib.ExitStack() as clusters:
+        plain = clusters.enter_context(
+            LocalCluster.running(os.path.join(work, "plain"), server_args=["--insecure", *patient])
+        )
+        secure = None
+        if any(s.endswith("secure") for s in args.systems):
+            secure = clusters.enter_context(LocalCluster.running(os.path.join(work, "secure"), server_args=patient))
         run(plain, secure, args)
 
 
@@ -302,11 +326,9 @@ def setup_secure(cluster: LocalCluster) -> ClientCredentials:
     return credentials
 
 
-def run(plain: LocalCluster, secure: LocalCluster, args: argparse.Namespace) -> None:
+def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespace) -> None:
     leader = plain.spec(plain.wait_ready(60))
     api, endpoint = f"http://{leader.api_address}", leader.grpc_address
-    secure_leader = secure.spec(secure.wait_ready(60))
-    secure_api, secure_endpoint = f"https://{secure_leader.api_address}", secure_leader.grpc_address
 
     async def setup() -> bytes:
         async with ApiClient([endpoint]) as client:
@@ -315,12 +337,17 @@ def run(plain: LocalCluster, secure: LocalCluster, args: argparse.Namespace) -> 
             return await stored_pod(client, plain, "bench")
 
     pod_bytes = asyncio.run(setup())
-    user = setup_secure(secure)
+    secure_api = secure_endpoint = ""
+    user = INSECURE
+    if secure is not None:
+        secure_leader = secure.spec(secure.wait_ready(60))
+        secure_api, secure_endpoint = f"https://{secure_leader.api_address}", secure_leader.grpc_address
+        user = setup_secure(secure)
     print(f"a stored pod is {len(pod_bytes)} bytes; raw puts write those bytes\n", flush=True)
 
-    systems = ("store", "REST", "gRPC", "REST secure", "gRPC secure")
-    runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in CONCURRENCY} for k in systems}
-    for c in CONCURRENCY:
+    concurrencies: list[int] = args.concurrency
+    runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
+    for c in concurrencies:
         for r in range(args.rounds):
             for system in runs:
                 if system == "store":
@@ -341,38 +368,44 @@ def run(plain: LocalCluster, secure: LocalCluster, args: argparse.Namespace) -> 
                 print(result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s "), flush=True)
     medians = {k: {c: median_result(v) for c, v in per.items()} for k, per in runs.items()}
 
-    print(f"\nfilling a namespace with {args.list_pods} pods...", flush=True)
-    t0 = time.perf_counter()
+    lists: dict[str, list[tuple[float, float]]] = {}
+    if args.list_pods:
+        print(f"\nfilling a namespace with {args.list_pods} pods...", flush=True)
+        t0 = time.perf_counter()
 
-    async def filled() -> None:
-        async with ApiClient([endpoint], timeout=30) as client:
-            await fill(client, "list", args.list_pods)
+        async def filled() -> None:
+            async with ApiClient([endpoint], timeout=30) as client:
+                await fill(client, "list", args.list_pods)
 
-    asyncio.run(filled())
-    print(f"  {args.list_pods} pods created in {time.perf_counter() - t0:.1f} s", flush=True)
-    lists = asyncio.run(list_timings(api, endpoint, "list", args.list_repeats))
-    watches = asyncio.run(watch_latency(api, endpoint, "watch", args.watch_events))
+        asyncio.run(filled())
+        print(f"  {args.list_pods} pods created in {time.perf_counter() - t0:.1f} s", flush=True)
+        lists = asyncio.run(list_timings(api, endpoint, "list", args.list_repeats))
+    watches = asyncio.run(watch_latency(api, endpoint, "watch", args.watch_events)) if args.watch_events else {}
 
     # Each round's ratio, then the median over rounds (bench.kv_load.paired_ratio).
-    of_raw = {(via, c): paired_ratio(runs[via][c], runs["store"][c]) for via in ("REST", "gRPC") for c in CONCURRENCY}
+    fronts: list[str] = [via for via in ("REST", "gRPC") if via in runs]
+    secured = [via for via in fronts if f"{via} secure" in runs]
+    of_raw = {(via, c): paired_ratio(runs[via][c], runs["store"][c]) for via in fronts for c in concurrencies}
     of_plain = {
-        (via, c): paired_ratio(runs[f"{via} secure"][c], runs[via][c]) for via in ("REST", "gRPC") for c in CONCURRENCY
+        (via, c): paired_ratio(runs[f"{via} secure"][c], runs[via][c]) for via in secured for c in concurrencies
     }
 
     print("\nsummary (medians of the rounds; ratios: the median of each round's ratio [the ratio of the medians])")
-    for c in CONCURRENCY:
+    for c in concurrencies:
         s = medians["store"][c]
         print(
             f"  c={c:<3} raw store puts   {s.rate:6.0f}/s  p50 {s.percentile(50) * 1000:5.1f} ms"
             f"  p99 {s.percentile(99) * 1000:5.1f} ms"
         )
-        for via in ("REST", "gRPC"):
+        for via in fronts:
             m = medians[via][c]
             print(
                 f"  c={c:<3} {via:4} pod creates {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
                 f"  p99 {m.percentile(99) * 1000:5.1f} ms  = {100 * of_raw[via, c]:5.1f}%"
                 f" [{100 * m.rate / max(s.rate, 1):.1f}%] of raw puts"
             )
+            if via not in secured:
+                continue
             t = medians[f"{via} secure"][c]
             print(
                 f"  c={c:<3} {via:4} secure      {t.rate:6.0f}/s  p50 {t.percentile(50) * 1000:5.1f} ms"
@@ -393,18 +426,18 @@ def run(plain: LocalCluster, secure: LocalCluster, args: argparse.Namespace) -> 
         )
 
     print("\ntargets")
-    for c in CONCURRENCY:
-        for via in ("REST", "gRPC"):
+    for c in concurrencies:
+        for via in fronts:
             share = of_raw[via, c]
             print(
                 f"  c={c:<3} {via:4} creates >= 60% of raw puts: {100 * share:5.1f}%"
                 f"  {'met' if share >= 0.6 else 'NOT met'}"
             )
-    for via in ("REST", "gRPC"):
+    for via in fronts if 16 in concurrencies else ():
         p99 = medians[via][16].percentile(99) * 1000
         print(f"  c=16  {via:4} p99 < 100 ms:               {p99:5.1f} ms  {'met' if p99 < 100 else 'NOT met'}")
-    for c in CONCURRENCY:
-        for via in ("REST", "gRPC"):
+    for c in concurrencies:
+        for via in secured:
             loss = 1 - of_plain[via, c]
             print(
                 f"  c={c:<3} {via:4} security costs < 25% of creates/s: {100 * loss:5.1f}%"
