@@ -43,6 +43,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import aiohttp
 import grpc
@@ -337,12 +338,22 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
             return await stored_pod(client, plain, "bench")
 
     pod_bytes = asyncio.run(setup())
-    secure_api = secure_endpoint = ""
-    user = INSECURE
+    # One load per system: (concurrency, round) -> its result.
+    loads: dict[str, Callable[[int, int], LoadResult]] = {
+        "store": lambda c, r: run_load(endpoint, c, args.seconds, values=[pod_bytes]),
+        "REST": lambda c, r: asyncio.run(rest_creates(api, "bench", f"rest-c{c}-r{r}", c, args.seconds)),
+        "gRPC": lambda c, r: asyncio.run(grpc_creates(endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds)),
+    }
     if secure is not None:
         secure_leader = secure.spec(secure.wait_ready(60))
         secure_api, secure_endpoint = f"https://{secure_leader.api_address}", secure_leader.grpc_address
         user = setup_secure(secure)
+        loads["REST secure"] = lambda c, r: asyncio.run(
+            rest_creates(secure_api, "bench", f"rest-c{c}-r{r}", c, args.seconds, credentials=user)
+        )
+        loads["gRPC secure"] = lambda c, r: asyncio.run(
+            grpc_creates(secure_endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds, credentials=user)
+        )
     print(f"a stored pod is {len(pod_bytes)} bytes; raw puts write those bytes\n", flush=True)
 
     concurrencies: list[int] = args.concurrency
@@ -350,20 +361,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
     for c in concurrencies:
         for r in range(args.rounds):
             for system in runs:
-                if system == "store":
-                    result = run_load(endpoint, c, args.seconds, values=[pod_bytes])
-                elif system == "REST":
-                    result = asyncio.run(rest_creates(api, "bench", f"rest-c{c}-r{r}", c, args.seconds))
-                elif system == "gRPC":
-                    result = asyncio.run(grpc_creates(endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds))
-                elif system == "REST secure":
-                    result = asyncio.run(
-                        rest_creates(secure_api, "bench", f"rest-c{c}-r{r}", c, args.seconds, credentials=user)
-                    )
-                else:
-                    result = asyncio.run(
-                        grpc_creates(secure_endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds, credentials=user)
-                    )
+                result = loads[system](c, r)
                 runs[system][c].append(result)
                 print(result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s "), flush=True)
     medians = {k: {c: median_result(v) for c, v in per.items()} for k, per in runs.items()}
@@ -433,7 +431,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
                 f"  c={c:<3} {via:4} creates >= 60% of raw puts: {100 * share:5.1f}%"
                 f"  {'met' if share >= 0.6 else 'NOT met'}"
             )
-    for via in fronts if 16 in concurrencies else ():
+    for via in fronts if 16 in concurrencies else []:
         p99 = medians[via][16].percentile(99) * 1000
         print(f"  c=16  {via:4} p99 < 100 ms:               {p99:5.1f} ms  {'met' if p99 < 100 else 'NOT met'}")
     for c in concurrencies:
