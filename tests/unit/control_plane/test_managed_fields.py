@@ -219,3 +219,21 @@ def test_the_update_diff_is_what_comparing_every_field_gives(old: dict[str, Any]
 def test_the_one_walk_fields_v1_is_the_field_set_encoded(obj: dict[str, Any]) -> None:
     assert mf.fields_v1_of(obj) == mf.to_fields_v1(mf.field_set(obj))
     assert mf.from_fields_v1(mf.fields_v1_of(obj)) == mf.field_set(obj)
+
+
+def test_objects_with_the_same_fields_get_equal_trees_of_their_own() -> None:
+    first, second = deployment(), deployment()
+    second["metadata"]["name"] = "another"  # the server's, not owned: the tree is the same
+    tree = mf.fields_v1_of(first)
+    tree["f:spec"]["f:replicas"] = "changed by its caller"
+    again = mf.fields_v1_of(second)
+    assert again == mf.to_fields_v1(mf.field_set(second))
+    assert again["f:spec"]["f:replicas"] == {}
+    assert mf.fields_v1_of(first, "status") == {}  # another subresource, another tree
+
+
+def test_a_big_object_is_walked_without_being_remembered() -> None:
+    big = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x" * 100_000}}
+    kept = len(mf._TREES)
+    assert mf.fields_v1_of(big) == {"f:data": {"f:k": {}}}
+    assert len(mf._TREES) == kept
