@@ -4,6 +4,7 @@ scheduler's fit checks."""
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -25,11 +26,17 @@ _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTP
 
 def parse_quantity(value: str | int | float) -> Decimal:
     """The value of a quantity; ValueError for one Kubernetes would refuse."""
+    if isinstance(value, str):
+        return _parse_remembered(value) if len(value) <= 64 else _parse_text(value)
     if isinstance(value, bool):
         raise ValueError(f"quantities must match the regular expression {_QUANTITY.pattern!r}")
     if isinstance(value, int | float):
         return Decimal(str(value))
-    match = _QUANTITY.match(value.strip()) if isinstance(value, str) else None
+    raise ValueError(f"quantities must match the regular expression {_QUANTITY.pattern!r}")
+
+
+def _parse_text(value: str) -> Decimal:
+    match = _QUANTITY.match(value.strip())
     if match is None:
         raise ValueError(f"quantities must match the regular expression {_QUANTITY.pattern!r}")
     number, suffix = match.group(1), match.group(2) or ""
@@ -42,6 +49,12 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if suffix in _DECIMAL:
         return base * _DECIMAL[suffix]
     return base * (Decimal(10) ** int(suffix[1:]))
+
+
+# Every pod create parses its containers' requests and limits several times
+# (defaults, validation, admission), and a cluster uses few distinct ones.
+# Decimals are immutable, so a parsed value can be handed out again.
+_parse_remembered = functools.lru_cache(maxsize=4096)(_parse_text)
 
 
 def format_quantity(value: Decimal, binary: bool = False) -> str:

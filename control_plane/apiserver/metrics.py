@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REQUEST_BUCKETS = (
@@ -62,11 +64,21 @@ class ApiMetrics:
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
+        # Each request's labelled series, found once: labels() checks and
+        # joins its values under a lock, which every request paid twice.
+        self._series: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
 
     def observe_store(self, operation: str, seconds: float) -> None:
-        self.store_duration.labels(operation).observe(seconds)
+        self._child(self.store_duration, operation).observe(seconds)
 
     def observe(self, verb: str, resource: str, code: int, seconds: float) -> None:
-        self.requests.labels(verb, resource, str(code)).inc()
+        self._child(self.requests, verb, resource, str(code)).inc()
         if verb != "WATCH":
-            self.duration.labels(verb, resource).observe(seconds)
+            self._child(self.duration, verb, resource).observe(seconds)

@@ -316,13 +316,14 @@ class ApiService:
         else:
             meta.pop("namespace", None)
         meta.pop("managedFields", None)  # the server keeps them
+        now = self.now()
         if manager is not None and manager.operation == "Apply":
-            meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, self.now())
+            meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, now)
         apply_defaults(resource.plural, obj)
         # Fields are the client's as it sent them (and their defaults), not
         # what admission adds, as Kubernetes records them.
         if manager is not None and manager.operation != "Apply":
-            meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, self.now())
+            meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, now)
         review = AdmissionRequest(
             CREATE, resource, namespace, str(meta.get("name") or ""), obj, None, user, "", dry_run
         )
@@ -330,7 +331,7 @@ class ApiService:
         prepare_for_create(resource.plural, obj)
         self._check(resource, obj, meta.get("name", ""))
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = self.now()
+        meta["creationTimestamp"] = now
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
         if resource.has_spec:

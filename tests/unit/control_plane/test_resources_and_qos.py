@@ -139,3 +139,13 @@ def test_the_field_prefilter_skips_only_what_cannot_match(selector: str, obj: di
     passes = field_prefilter(selector)(codec.dumps(obj))
     assert passes is parsed
     assert passes or not field_matcher(selector)(obj)  # never drops a match
+
+
+def test_a_remembered_quantity_parses_as_a_fresh_one_and_bad_ones_still_fail() -> None:
+    assert parse_quantity("128Mi") == parse_quantity("128Mi") == 128 * 2**20
+    assert parse_quantity(" 100m ") == parse_quantity("0.1")
+    long = "1" + "0" * 70  # too long to be remembered, parsed all the same
+    assert parse_quantity(long) == Decimal(10) ** 70
+    for bad in ("12x", "", True, None, [1]):
+        with pytest.raises(ValueError):
+            parse_quantity(bad)  # type: ignore[arg-type]
