@@ -170,8 +170,9 @@ class ApiService:
     def encode(obj: Object) -> bytes:
         # metadata first: a read can then splice the resourceVersion in
         # without parsing the object (with_resource_version).
-        meta = dict(obj.get("metadata") or {})
-        meta.pop("resourceVersion", None)
+        meta = obj.get("metadata") or {}
+        if "resourceVersion" in meta:
+            meta = {k: v for k, v in meta.items() if k != "resourceVersion"}
         stored = {"metadata": meta, **{k: v for k, v in obj.items() if k != "metadata"}}
         return codec.dumps(stored)
 

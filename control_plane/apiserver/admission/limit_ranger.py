@@ -57,20 +57,16 @@ class LimitRanger(Plugin):
             self._empty_until[namespace] = time.monotonic() + LIVE_TTL
         return ranges
 
-    async def _items(self, req: AdmissionRequest, kind: str) -> list[Object]:
+    async def _items(self, req: AdmissionRequest) -> list[Object]:
+        """The namespace's limits (one read per admission phase)."""
         ranges = await self._ranges(req.namespace)
-        return [
-            item
-            for lr in ranges
-            for item in (lr.get("spec") or {}).get("limits") or ()
-            if isinstance(item, dict) and item.get("type") == kind
-        ]
+        return [item for lr in ranges for item in (lr.get("spec") or {}).get("limits") or () if isinstance(item, dict)]
 
     async def admit(self, req: AdmissionRequest) -> None:
         spec = (req.obj or {}).get("spec")
         if not isinstance(spec, dict):
             return
-        items = await self._items(req, "Container")
+        items = [item for item in await self._items(req) if item.get("type") == "Container"]
         if not items:
             return
         notes = []
@@ -105,12 +101,17 @@ class LimitRanger(Plugin):
         spec = (req.obj or {}).get("spec")
         if not isinstance(spec, dict):
             return
+        items = await self._items(req)
+        if not items:
+            return
         containers = all_containers(spec)
-        for item in await self._items(req, "Container"):
+        for item in items:
+            if item.get("type") != "Container":
+                continue
             for container in containers:
                 resources = container.get("resources") or {}
                 self._check(req, "Container", item, resources.get("requests") or {}, resources.get("limits") or {})
-        pod_items = await self._items(req, "Pod")
+        pod_items = [item for item in items if item.get("type") == "Pod"]
         if pod_items:
             requests: dict[str, Decimal] = {}
             limits: dict[str, Decimal] = {}
