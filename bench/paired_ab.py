@@ -44,17 +44,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(stack: contextlib.ExitStack, directory: str, env: dict[str, str]) -> LocalCluster:
-    """A cluster whose masters see `env` on top of this process's."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return stack.enter_context(LocalCluster.running(directory, server_args=PATIENT))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def loads_for(
     leader: MasterSpec, pod: bytes, concurrency: int, seconds: float
 ) -> dict[str, Callable[[str], LoadResult]]:
@@ -101,7 +90,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         runners: dict[str, tuple[int, dict[str, Callable[[str], LoadResult]]]] = {}
         for name, env in versions.items():
-            cluster = start(stack, os.path.join(work, name), env)
+            cluster = stack.enter_context(LocalCluster.running(os.path.join(work, name), server_args=PATIENT, env=env))
             leader = cluster.spec(cluster.wait_ready(60))
 
             async def setup(cluster: LocalCluster = cluster, leader: MasterSpec = leader) -> bytes:

@@ -131,6 +131,10 @@ class LocalCluster:
     server_args: list[str] = field(default_factory=list)
     agents: list[AgentSpec] = field(default_factory=list)
     agent_args: list[str] = field(default_factory=list)
+    # More environment for the processes this object starts (bench.paired_ab
+    # runs one cluster from another checkout). Not saved: a cluster loaded
+    # from its directory starts its processes without it.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     # Popen objects of the masters this process started, to reap them.
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False, repr=False)
     _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
@@ -195,13 +199,15 @@ class LocalCluster:
         agents: int = 0,
         runc_agents: int = 0,
         agent_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Iterator[LocalCluster]:
         """A cluster started and ready (its agents registered and Ready too)
         for the length of a `with` block, stopped however the block ends
-        (tests, benchmarks)."""
+        (tests, benchmarks); `env` is added to its processes' environment."""
         cluster = cls.create(
             directory, count, server_args=server_args, agents=agents, agent_args=agent_args, runc_agents=runc_agents
         )
+        cluster.env = dict(env or {})
         cluster.start()
         try:
             cluster.wait_ready(timeout)
@@ -383,7 +389,7 @@ class LocalCluster:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # outlives `raftkube up --detach`
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
                 )
             spec.pid = proc.pid
             self._children[spec.id] = proc
@@ -421,7 +427,7 @@ class LocalCluster:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
                 )
             spec.pid = proc.pid
             self._children[spec.id] = proc

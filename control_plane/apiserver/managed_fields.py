@@ -109,9 +109,9 @@ def fields_v1_of(obj: Object, subresource: str = "") -> Object:
     roots = list(_roots(obj, subresource))
     try:
         key = orjson.dumps([subresource, *((path, value) for value, path, _, _ in roots)])
-    except TypeError:  # keys that are not strings (YAML `1: a`)
-        return _fields_v1(roots)
-    if len(key) > _TREE_KEY_MAX:
+    except TypeError:  # keys that are not strings (YAML `1: a`): not remembered
+        key = b""
+    if not key or len(key) > _TREE_KEY_MAX:
         return _fields_v1(roots)
     tree = _TREES.get(key)
     if tree is None:
@@ -133,21 +133,17 @@ def _fields_v1(roots: list[Root]) -> Object:
 
 
 def _tree(value: Any, name: str, parent: str) -> Object:
-    # _shape's cases, inlined: this runs for every field of every object
-    # created, and most fields are leaves (strings, numbers, empty values).
-    if not value:
-        return {}
-    if isinstance(value, dict):
-        return {"f:" + k: _tree(v, k, name) for k, v in value.items()}
-    if not isinstance(value, list):
-        return {}
-    key = merge_key(parent, name)
-    if key is not None and all(isinstance(i, dict) and key in i for i in value):
+    shape = _shape(value, name, parent)
+    if shape == "map":
+        return {f"f:{k}": _tree(v, k, name) for k, v in value.items()}
+    if shape == "keyed":
+        key = merge_key(parent, name)
+        assert key is not None
         return {
-            _key_element(key, item[key]): {".": {}, **{"f:" + k: _tree(v, k, name) for k, v in item.items()}}
+            _key_element(key, item[key]): {".": {}, **{f"f:{k}": _tree(v, k, name) for k, v in item.items()}}
             for item in value
         }
-    if name in MERGE_PRIMITIVES and all(not isinstance(i, dict | list) for i in value):
+    if shape == "set":
         return {f"v:{orjson.dumps(v).decode()}": {} for v in value}
     return {}
 
