@@ -45,9 +45,6 @@ What this module adds to pysyncobj:
   bytes 1.5x larger at 5x the CPU), and frames sealed with AES-GCM instead of
   Fernet and not compressed (ha.peer_frames), which stock pysyncobj cannot
   read.
-- A cheaper journal: pysyncobj's FileJournal over a file written with
-  pwrite instead of an mmap that faults in every new page
-  (ha.journal_file).
 """
 
 from __future__ import annotations
@@ -67,7 +64,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pysyncobj.journal as pso_journal
 import pysyncobj.pickle as pso_pickle
 import pysyncobj.syncobj as pso_syncobj
 import pysyncobj.tcp_connection as pso_tcp_connection
@@ -79,7 +75,6 @@ from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from ha.journal_file import JournalFile
 from ha.peer_frames import FrameCipher, Uncompressed
 from ha.snapshot_image import SnapshotImage
 from ha.state_machine import StateMachine
@@ -102,10 +97,6 @@ setattr(pso_pickle, "__protocol", pickle.HIGHEST_PROTOCOL if pickle.HIGHEST_PROT
 # Frames sealed with AES-GCM and not compressed (ha.peer_frames says why).
 pso_tcp_connection.zlib = Uncompressed
 pso_syncobj.getEncryptor = FrameCipher.from_secret
-# The journal's records written with pwrite, not through a growing mmap
-# (ha.journal_file says why); the file's bytes are the same.
-STOCK_JOURNAL_FILE = pso_journal.ResizableFile
-pso_journal.ResizableFile = JournalFile
 
 
 class Correction(enum.Enum):
