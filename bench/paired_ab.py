@@ -5,8 +5,12 @@ PYTHONPATH) or with other environment variables (`--base-env K=V`), and
 the same loads alternate between them, round after round, so every pair of
 runs saw about the same machine.
 
-For each load and version it prints the rate, the leader's CPU per
-operation (utime + stime from /proc, warm-up included) and, for the API
+For each load and version it prints the rate and, per operation (warm-up
+included, from /proc): the leader's CPU (all threads: grpc's poller thread
+works outside the GIL), its main thread's alone (the event loop, which
+does all the Python work and is what saturates), and the followers'; the
+Raft log entries the leader proposed per second and the commands each
+carried (its raftkube_store_batch_commands histogram); and, for the API
 loads, the paired ratio to raw store puts (bench.kv_load.paired_ratio).
 
     python -m bench.paired_ab --base /tmp/old-checkout --loads store gRPC REST
@@ -25,7 +29,9 @@ import contextlib
 import os
 import statistics
 import tempfile
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bench.api_bench import NAMESPACES, grpc_creates, rest_creates, stored_pod
 from bench.kv_load import LoadResult, paired_ratio, run_load
@@ -38,10 +44,71 @@ LOADS = ("store", "gRPC", "REST")
 PATIENT = ["--insecure", "--election-timeout-min", "2", "--election-timeout-max", "4"]
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a process (or of one of its threads)."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path, encoding="ascii") as f:
         fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batches(metrics_address: str) -> tuple[float, float]:
+    """(log entries proposed, commands they carried) so far, from a master's /metrics."""
+    count = total = 0.0
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("raftkube_store_batch_commands_count"):
+                count = float(line.split()[-1])
+            elif line.startswith("raftkube_store_batch_commands_sum"):
+                total = float(line.split()[-1])
+    return count, total
+
+
+@dataclass
+class Sample:
+    result: LoadResult
+    # Per operation, in microseconds.
+    leader: float
+    main_thread: float
+    followers: float
+    entries_per_second: float
+    commands_per_entry: float
+
+    def line(self, label: str) -> str:
+        return (
+            f"{self.result.line(label)}  leader {self.leader:4.0f} (loop {self.main_thread:4.0f}) "
+            f"followers {self.followers:4.0f} us/op  {self.entries_per_second:3.0f} entries/s "
+            f"of {self.commands_per_entry:4.1f}"
+        )
+
+
+@dataclass
+class Runner:
+    cluster: LocalCluster
+    leader: MasterSpec
+    loads: dict[str, Callable[[str], LoadResult]]
+
+    def run(self, load: str, name: str, seconds: float) -> Sample:
+        followers = [m.pid for m in self.cluster.masters if m.pid != self.leader.pid]
+        pid = self.leader.pid
+
+        def cpu() -> tuple[float, float, float]:
+            return cpu_seconds(pid), cpu_seconds(pid, pid), sum(cpu_seconds(f) for f in followers)
+
+        before, entries_before = cpu(), batches(self.leader.metrics_address)
+        result = self.loads[load](name)
+        after, entries_after = cpu(), batches(self.leader.metrics_address)
+        ops = max(result.rate * seconds, 1)  # seconds: warm-up included
+        leader, main_thread, others = ((a - b) / ops * 1e6 for a, b in zip(after, before, strict=True))
+        entries = entries_after[0] - entries_before[0]
+        return Sample(
+            result,
+            leader,
+            main_thread,
+            others,
+            entries / seconds,
+            (entries_after[1] - entries_before[1]) / entries if entries else 0.0,
+        )
 
 
 def loads_for(
@@ -86,9 +153,9 @@ def main() -> None:
     # from a checkout, it would shadow the base's PYTHONPATH.
     os.chdir(work)
     print(f"paired A/B: {args.rounds} rounds x {args.seconds:g} s at c={args.concurrency}; base {versions['base']}\n")
-    results: dict[tuple[str, str], list[tuple[LoadResult, float]]] = {}
+    results: dict[tuple[str, str], list[Sample]] = {}
     with contextlib.ExitStack() as stack:
-        runners: dict[str, tuple[int, dict[str, Callable[[str], LoadResult]]]] = {}
+        runners: dict[str, Runner] = {}
         for name, env in versions.items():
             cluster = stack.enter_context(LocalCluster.running(os.path.join(work, name), server_args=PATIENT, env=env))
             leader = cluster.spec(cluster.wait_ready(60))
@@ -99,28 +166,34 @@ def main() -> None:
                     return await stored_pod(client, cluster, "bench")
 
             pod = asyncio.run(setup())
-            runners[name] = (leader.pid, loads_for(leader, pod, args.concurrency, args.seconds))
+            runners[name] = Runner(cluster, leader, loads_for(leader, pod, args.concurrency, args.seconds))
         for r in range(args.rounds):
             order = list(versions) if r % 2 == 0 else list(versions)[::-1]  # neither always goes first
             for load in loads:
                 for name in order:
-                    pid, run = runners[name]
-                    before = cpu_seconds(pid)
-                    result = run[load](f"{name}-{load.lower()}-{r}")  # pod names: lower case
-                    per_op = (cpu_seconds(pid) - before) / max(result.rate * (args.seconds + 1), 1) * 1e6
-                    results.setdefault((load, name), []).append((result, per_op))
-                    print(f"{result.line(f'{load} {name} (round {r + 1})')}  leader {per_op:4.0f} us/op", flush=True)
-    print("\nmedians")
+                    # Pod names: lower case.
+                    sample = runners[name].run(load, f"{name}-{load.lower()}-{r}", args.seconds + 1)
+                    results.setdefault((load, name), []).append(sample)
+                    print(sample.line(f"{load} {name} (round {r + 1})"), flush=True)
+    print("\nmedians (per op: CPU of the leader, its event loop's thread, both followers)")
     for load in loads:
         for name in versions:
             runs = results[load, name]
-            rate = statistics.median(res.rate for res, _ in runs)
-            cpu = statistics.median(per_op for _, per_op in runs)
+
+            def median(field: Callable[[Sample], float], runs: list[Sample] = runs) -> float:
+                return statistics.median(field(s) for s in runs)
+
             share = ""
             if load != "store":
-                ratio = paired_ratio([res for res, _ in runs], [res for res, _ in results["store", name]])
+                ratio = paired_ratio([s.result for s in runs], [s.result for s in results["store", name]])
                 share = f"  {100 * ratio:5.1f}% of raw puts (paired)"
-            print(f"  {load:5} {name:7} {rate:6.0f}/s  leader {cpu:4.0f} us/op{share}")
+            print(
+                f"  {load:5} {name:7} {median(lambda s: s.result.rate):6.0f}/s  "
+                f"leader {median(lambda s: s.leader):4.0f} (loop {median(lambda s: s.main_thread):4.0f}) "
+                f"followers {median(lambda s: s.followers):4.0f} us/op  "
+                f"{median(lambda s: s.entries_per_second):3.0f} entries/s of "
+                f"{median(lambda s: s.commands_per_entry):4.1f}{share}"
+            )
 
 
 if __name__ == "__main__":
