@@ -33,8 +33,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.api_bench import NAMESPACES, grpc_creates, rest_creates, stored_pod
-from bench.kv_load import LoadResult, paired_ratio, run_load
+from bench.kv_load import LoadResult, median_result, paired_ratio, run_load
 from control_plane.client import ApiClient
 from control_plane.local_cluster import LocalCluster, MasterSpec, exit_cleanly_on_sigterm
 
@@ -54,14 +56,15 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
 
 def batches(metrics_address: str) -> tuple[float, float]:
     """(log entries proposed, commands they carried) so far, from a master's /metrics."""
-    count = total = 0.0
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("raftkube_store_batch_commands_count"):
-                count = float(line.split()[-1])
-            elif line.startswith("raftkube_store_batch_commands_sum"):
-                total = float(line.split()[-1])
-    return count, total
+        text = resp.read().decode()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "raftkube_store_batch_commands"
+        for sample in family.samples
+    }
+    return values.get("raftkube_store_batch_commands_count", 0.0), values.get("raftkube_store_batch_commands_sum", 0.0)
 
 
 @dataclass
@@ -74,11 +77,26 @@ class Sample:
     entries_per_second: float
     commands_per_entry: float
 
-    def line(self, label: str) -> str:
+    def figures(self) -> str:
         return (
-            f"{self.result.line(label)}  leader {self.leader:4.0f} (loop {self.main_thread:4.0f}) "
-            f"followers {self.followers:4.0f} us/op  {self.entries_per_second:3.0f} entries/s "
-            f"of {self.commands_per_entry:4.1f}"
+            f"leader {self.leader:4.0f} (loop {self.main_thread:4.0f}) followers {self.followers:4.0f} us/op  "
+            f"{self.entries_per_second:3.0f} entries/s of {self.commands_per_entry:4.1f}"
+        )
+
+    @classmethod
+    def median(cls, runs: list[Sample]) -> Sample:
+        """Each figure's median over the runs (the result: the median run's)."""
+
+        def of(field: Callable[[Sample], float]) -> float:
+            return statistics.median(field(s) for s in runs)
+
+        return cls(
+            median_result([s.result for s in runs]),
+            of(lambda s: s.leader),
+            of(lambda s: s.main_thread),
+            of(lambda s: s.followers),
+            of(lambda s: s.entries_per_second),
+            of(lambda s: s.commands_per_entry),
         )
 
 
@@ -88,12 +106,14 @@ class Runner:
     leader: MasterSpec
     loads: dict[str, Callable[[str], LoadResult]]
 
+    def __post_init__(self) -> None:
+        self.followers = [m.pid for m in self.cluster.masters if m.pid != self.leader.pid]
+
     def run(self, load: str, name: str, seconds: float) -> Sample:
-        followers = [m.pid for m in self.cluster.masters if m.pid != self.leader.pid]
         pid = self.leader.pid
 
         def cpu() -> tuple[float, float, float]:
-            return cpu_seconds(pid), cpu_seconds(pid, pid), sum(cpu_seconds(f) for f in followers)
+            return cpu_seconds(pid), cpu_seconds(pid, pid), sum(cpu_seconds(f) for f in self.followers)
 
         before, entries_before = cpu(), batches(self.leader.metrics_address)
         result = self.loads[load](name)
@@ -174,26 +194,17 @@ def main() -> None:
                     # Pod names: lower case.
                     sample = runners[name].run(load, f"{name}-{load.lower()}-{r}", args.seconds + 1)
                     results.setdefault((load, name), []).append(sample)
-                    print(sample.line(f"{load} {name} (round {r + 1})"), flush=True)
+                    print(f"{sample.result.line(f'{load} {name} (round {r + 1})')}  {sample.figures()}", flush=True)
     print("\nmedians (per op: CPU of the leader, its event loop's thread, both followers)")
     for load in loads:
         for name in versions:
             runs = results[load, name]
-
-            def median(field: Callable[[Sample], float], runs: list[Sample] = runs) -> float:
-                return statistics.median(field(s) for s in runs)
-
+            rate = statistics.median(s.result.rate for s in runs)
             share = ""
             if load != "store":
                 ratio = paired_ratio([s.result for s in runs], [s.result for s in results["store", name]])
                 share = f"  {100 * ratio:5.1f}% of raw puts (paired)"
-            print(
-                f"  {load:5} {name:7} {median(lambda s: s.result.rate):6.0f}/s  "
-                f"leader {median(lambda s: s.leader):4.0f} (loop {median(lambda s: s.main_thread):4.0f}) "
-                f"followers {median(lambda s: s.followers):4.0f} us/op  "
-                f"{median(lambda s: s.entries_per_second):3.0f} entries/s of "
-                f"{median(lambda s: s.commands_per_entry):4.1f}{share}"
-            )
+            print(f"  {load:5} {name:7} {rate:6.0f}/s  {Sample.median(runs).figures()}{share}")
 
 
 if __name__ == "__main__":
