@@ -88,9 +88,12 @@ class FrameCipher:
     def decrypt(self, token: bytes) -> bytes:
         if len(token) < _HEAD.size + _NONCE or token[0] != FRAME_VERSION:
             raise InvalidFrame("not a raftkube Raft frame")
-        head, nonce = token[: _HEAD.size], token[_HEAD.size : _HEAD.size + _NONCE]
+        # Views, not slices: a frame carries a whole batch of writes, and a
+        # copy of it is a fresh buffer to allocate and fill.
+        frame = memoryview(token)
+        head, nonce = frame[: _HEAD.size], frame[_HEAD.size : _HEAD.size + _NONCE]
         try:
-            return self._aead.decrypt(nonce, token[_HEAD.size + _NONCE :], head)
+            return self._aead.decrypt(nonce, frame[_HEAD.size + _NONCE :], head)
         except InvalidTag:
             raise InvalidFrame("the frame was not sealed with this cluster's secret") from None
 
