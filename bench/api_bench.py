@@ -121,11 +121,11 @@ async def rest_creates(
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=credentials.ssl_context() or False)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def create(w: int, i: int) -> bool:
+        async def create(w: int, i: int) -> str | None:
             body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
             async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
-                return resp.status == 201
+                return None if resp.status == 201 else f"HTTP {resp.status}"
 
         return await closed_loop(concurrency, seconds, warmup, create)
 
@@ -145,13 +145,13 @@ async def grpc_creates(
     async with channel:
         stub = resources_pb2_grpc.ResourcesStub(channel)
 
-        async def create(w: int, i: int) -> bool:
+        async def create(w: int, i: int) -> str | None:
             body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
             try:
                 await stub.Create(pb.CreateRequest(ref=ref, object=body, field_manager="bench"), timeout=10)
-                return True
-            except grpc.aio.AioRpcError:
-                return False
+                return None
+            except grpc.aio.AioRpcError as e:
+                return e.code().name
 
         return await closed_loop(concurrency, seconds, warmup, create)
 

@@ -9,8 +9,9 @@ import asyncio
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -24,6 +25,8 @@ class LoadResult:
     errors: int
     seconds: float
     latencies: list[float]
+    # What the failures were (a gRPC code, an HTTP status), and how many of each.
+    failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def rate(self) -> float:
@@ -39,16 +42,23 @@ class LoadResult:
         return (
             f"{label:34} c={self.concurrency:<3} {self.rate:8.0f} puts/s  "
             f"p50 {self.percentile(50) * 1000:6.1f} ms  p99 {self.percentile(99) * 1000:6.1f} ms  "
-            f"errors {self.errors}"
+            f"errors {self.errors}{self._failure_kinds()}"
         )
+
+    def _failure_kinds(self) -> str:
+        if not self.failures:
+            return ""
+        return " (" + ", ".join(f"{kind} {n}" for kind, n in self.failures.most_common()) + ")"
 
 
 async def closed_loop(
-    concurrency: int, seconds: float, warmup: float, op: Callable[[int, int], Awaitable[bool]]
+    concurrency: int, seconds: float, warmup: float, op: Callable[[int, int], Awaitable[str | None]]
 ) -> LoadResult:
     """`concurrency` workers each calling op(worker, i) back to back; what
-    completes after `warmup` and before `seconds` more is measured."""
+    completes after `warmup` and before `seconds` more is measured. `op`
+    returns None when it succeeded, else what failed (reported by kind)."""
     latencies: list[float] = []
+    failures: Counter[str] = Counter()
     ops = errors = 0
     start = time.perf_counter()
     measure_from = start + warmup
@@ -61,18 +71,19 @@ async def closed_loop(
             t0 = time.perf_counter()
             if t0 >= stop_at:
                 return
-            ok = await op(w, i)
+            failure = await op(w, i)
             t1 = time.perf_counter()
             if t0 >= measure_from:
-                if ok:
+                if failure is None:
                     ops += 1
                     latencies.append(t1 - t0)
                 else:
                     errors += 1
+                    failures[failure] += 1
             i += 1
 
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return LoadResult(concurrency, ops, errors, seconds, latencies)
+    return LoadResult(concurrency, ops, errors, seconds, latencies, failures)
 
 
 async def _run(
@@ -82,14 +93,14 @@ async def _run(
     try:
         stubs = [kv_pb2_grpc.KVStub(ch) for ch in channels]
 
-        async def put(w: int, i: int) -> bool:
+        async def put(w: int, i: int) -> str | None:
             stub = stubs[w % len(stubs)]  # workers spread over the endpoints
             request = kv_pb2.PutRequest(key=b"/bench/%d/%d" % (w, i % 1000), value=values[i % len(values)])
             try:
                 await stub.Put(request, timeout=10)
-                return True
-            except grpc.aio.AioRpcError:
-                return False
+                return None
+            except grpc.aio.AioRpcError as e:
+                return e.code().name
 
         return await closed_loop(concurrency, seconds, warmup, put)
     finally:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -95,13 +95,23 @@ def pysyncobj_cluster(directory: str) -> Iterator[str]:
                 p.kill()
 
 
-def measure_interleaved(systems: dict[str, str], seconds: float, rounds: int) -> dict[str, dict[int, list[LoadResult]]]:
+def measure_interleaved(
+    systems: dict[str, Callable[[], str]], seconds: float, rounds: int
+) -> dict[str, dict[int, list[LoadResult]]]:
     """For each concurrency, `rounds` rounds of one run per system; every
-    run, by system and concurrency, in round order."""
+    run, by system and concurrency, in round order. Each system names the
+    endpoint to load before every run (raftkube: its leader then), and a
+    change is printed: a run after a leader change would otherwise load a
+    follower, which forwards every write, and nothing would say so."""
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in CONCURRENCY} for name in systems}
+    loaded: dict[str, str] = {}
     for c in CONCURRENCY:
         for r in range(rounds):
-            for name, endpoint in systems.items():
+            for name, endpoint_now in systems.items():
+                endpoint = endpoint_now()
+                if loaded.setdefault(name, endpoint) != endpoint:
+                    print(f"{name}: now loading {endpoint} (was {loaded[name]})", flush=True)
+                    loaded[name] = endpoint
                 result = run_load(endpoint, c, seconds)
                 runs[name][c].append(result)
                 print(result.line(f"{name} (round {r + 1})"), flush=True)
@@ -148,8 +158,11 @@ def main() -> None:
         # Plaintext, as the two baselines: this measures the store, not TLS (bench/api_bench.py measures that).
         LocalCluster.running(os.path.join(work, "raftkube"), server_args=["--insecure"]) as cluster,
     ):
-        leader = cluster.spec(cluster.wait_ready(60)).grpc_address
-        systems = {"ceiling": ceiling_address, "pysyncobj": baseline_address, "raftkube": leader}
+        systems = {
+            "ceiling": lambda: ceiling_address,
+            "pysyncobj": lambda: baseline_address,
+            "raftkube": lambda: cluster.spec(cluster.wait_ready(60)).grpc_address,
+        }
         runs = measure_interleaved(systems, args.seconds, args.rounds)
         print()
         failovers = failover_trials(cluster, args.trials)
