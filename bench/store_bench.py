@@ -109,9 +109,10 @@ def measure_interleaved(
         for r in range(rounds):
             for name, endpoint_now in systems.items():
                 endpoint = endpoint_now()
-                if loaded.setdefault(name, endpoint) != endpoint:
-                    print(f"{name}: now loading {endpoint} (was {loaded[name]})", flush=True)
-                    loaded[name] = endpoint
+                previous = loaded.get(name, endpoint)
+                if previous != endpoint:
+                    print(f"{name}: now loading {endpoint} (was {previous})", flush=True)
+                loaded[name] = endpoint
                 result = run_load(endpoint, c, seconds)
                 runs[name][c].append(result)
                 print(result.line(f"{name} (round {r + 1})"), flush=True)
