@@ -42,7 +42,8 @@ BARRIER_COMMAND = internal_pb2.Command(barrier=internal_pb2.Barrier()).Serialize
 # for this long: it changes nothing, so trying again is always safe.
 BARRIER_RETRY_FOR = 5.0
 
-Callback = Callable[[list[bytes] | None, ProposalError | None], None]
+Result = internal_pb2.CommandResult
+Callback = Callable[[list[Result] | None, ProposalError | None], None]
 
 
 class Proposer(Protocol):
@@ -54,7 +55,7 @@ class Proposer(Protocol):
 @dataclass
 class _Batch:
     commands: list[bytes]
-    futures: list[asyncio.Future[bytes]]
+    futures: list[asyncio.Future[Result]]
     started: float
     # When its oldest command was first proposed (retries included).
     enqueued: float
@@ -89,9 +90,9 @@ class GroupCommitter:
     options: GroupCommitOptions = field(default_factory=GroupCommitOptions)
 
     def __post_init__(self) -> None:
-        self._pending: list[tuple[bytes, asyncio.Future[bytes], float]] = []
+        self._pending: list[tuple[bytes, asyncio.Future[Result], float]] = []
         self._pending_bytes = 0
-        self._barrier: asyncio.Future[bytes] | None = None
+        self._barrier: asyncio.Future[Result] | None = None
         self._in_flight = 0
         self._flush_handle: asyncio.Handle | None = None
         self._flush_at = 0.0
@@ -103,7 +104,7 @@ class GroupCommitter:
         self._closed = False
         self._paused = False
 
-    async def propose(self, command: bytes) -> bytes:
+    async def propose(self, command: bytes) -> Result:
         """The state machine's result for `command`, once applied here."""
         fut = self._enqueue(command)
         return await fut
@@ -144,8 +145,8 @@ class GroupCommitter:
                 fut.set_exception(NotCommitted("the store is shutting down"))
         self._pending.clear()
 
-    def _enqueue(self, command: bytes) -> asyncio.Future[bytes]:
-        fut: asyncio.Future[bytes] = self.loop.create_future()
+    def _enqueue(self, command: bytes) -> asyncio.Future[Result]:
+        fut: asyncio.Future[Result] = self.loop.create_future()
         if self._closed:
             fut.set_exception(NotCommitted("the store is shutting down"))
             return fut
@@ -190,7 +191,7 @@ class GroupCommitter:
             self._schedule(self.options.leader_poll)
             return
         commands: list[bytes] = []
-        futures: list[asyncio.Future[bytes]] = []
+        futures: list[asyncio.Future[Result]] = []
         size = 0
         taken = 0
         enqueued = time.monotonic()
@@ -232,7 +233,7 @@ class GroupCommitter:
         except Exception as e:  # the Raft queue refused it synchronously
             self._complete(batch, None, ProposalError(-1, f"could not propose: {e}"))
 
-    def _complete(self, batch: _Batch, results: list[bytes] | None, error: ProposalError | None) -> None:
+    def _complete(self, batch: _Batch, results: list[Result] | None, error: ProposalError | None) -> None:
         if batch.done:
             return  # it timed out already
         batch.done = True

@@ -167,9 +167,10 @@ class KeySpace:
         index = self._index
         if range_end and range_end != ALL_KEYS_FROM:
             # Most ranges asked about are empty (a txn's "no quota changed"
-            # compare): one bisection answers that without an iterator.
-            i = index.bisect_left(key)
-            if i >= len(index) or index.keys()[i] >= range_end:
+            # compare): two bisections answer that without an iterator, and
+            # without indexing by position, which rebuilds the SortedDict's
+            # positional index after every insertion (every create).
+            if index.bisect_left(key) == index.bisect_left(range_end):
                 return []
         return [k for k in self._keys_in(key, range_end) if index[k][-1].kv is not None]
 

@@ -125,8 +125,12 @@ class Store:
 
     async def _propose(self, command: internal_pb2.Command) -> internal_pb2.CommandResult:
         validation.check_command(command)
-        raw = await self.committer.propose(command.SerializeToString())
-        result = internal_pb2.CommandResult.FromString(raw)
+        raw = command.SerializeToString()
+        self.sm.proposing(raw, command)
+        try:
+            result = await self.committer.propose(raw)
+        finally:
+            self.sm.proposed(raw)
         if result.WhichOneof("result") == "error":
             raise CommandFailed.from_error(result.error)
         return result

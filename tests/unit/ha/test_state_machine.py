@@ -177,6 +177,23 @@ def test_unknown_operation_from_a_newer_version_is_skipped(sm: StateMachine) -> 
     assert apply(sm, put(b"a")).put.header.revision == 1
 
 
+def test_a_command_proposed_here_is_applied_from_its_checked_message(sm: StateMachine) -> None:
+    """Between proposing(raw, message) and the last proposed(raw), apply(raw)
+    uses the message instead of parsing raw; only bytes that are the
+    message serialized may be registered, so what is applied is the same.
+    Here the bytes are garbage, so which path apply took shows."""
+    message = internal_pb2.Command(put=kv_pb2.PutRequest(key=b"a", value=b"1"))
+    raw = b"\xff\xff\xff"
+    sm.proposing(raw, message)
+    sm.proposing(raw, message)  # the same bytes proposed twice at once
+    assert error_code(apply(sm, raw)) is None
+    sm.proposed(raw)
+    assert apply(sm, raw).put.header.revision == 2  # the other proposal still waits
+    sm.proposed(raw)
+    assert error_code(apply(sm, raw)) == "INVALID_ARGUMENT"  # parsed again: undecodable
+    assert values(sm) == {b"a": b"1"}
+
+
 def test_compaction_discards_history(sm: StateMachine) -> None:
     for i in range(4):
         apply(sm, put(b"a", b"%d" % i))  # revs 1..4
