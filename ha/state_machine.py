@@ -321,19 +321,20 @@ class StateMachine:
         if (req.ignore_value or req.ignore_lease) and self._kv.get(req.key) is None:
             raise CommandFailed(ErrorCode.INVALID_ARGUMENT, "ignore_value/ignore_lease on a missing key")
 
-    def _do_put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
-        prev_live = self._kv.get(req.key)
+    def _do_put(self, req: kv_pb2.PutRequest, resp: kv_pb2.PutResponse) -> None:
+        """Apply a put, answering in `resp` (results are filled in place:
+        copying a response into the one that carries it cost a txn ~5%)."""
+        key = req.key
+        prev_live = self._kv.get(key)
         value = prev_live.value if (req.ignore_value and prev_live is not None) else req.value
         lease = prev_live.lease if (req.ignore_lease and prev_live is not None) else req.lease
         rev, sub = self._next_sub()
-        _, prev = self._kv.put(req.key, value, lease, rev, sub)
+        _, prev = self._kv.put(key, value, lease, rev, sub)
         if prev is not None and prev.lease != lease:
-            self._leases.detach(prev.lease, req.key)
-        self._leases.attach(lease, req.key)
-        resp = kv_pb2.PutResponse()
+            self._leases.detach(prev.lease, key)
+        self._leases.attach(lease, key)
         if req.prev_kv and prev is not None:
             resp.prev_kv.CopyFrom(prev)
-        return resp
 
     def _do_delete(self, req: kv_pb2.DeleteRangeRequest) -> kv_pb2.DeleteRangeResponse:
         resp = kv_pb2.DeleteRangeResponse()
@@ -352,7 +353,10 @@ class StateMachine:
 
     def _apply_put(self, req: kv_pb2.PutRequest) -> internal_pb2.CommandResult:
         self._validate_put(req)
-        return internal_pb2.CommandResult(put=self._header(self._do_put(req)))
+        result = internal_pb2.CommandResult()
+        self._do_put(req, result.put)
+        self._header(result.put)
+        return result
 
     def _apply_delete_range(self, req: kv_pb2.DeleteRangeRequest) -> internal_pb2.CommandResult:
         return internal_pb2.CommandResult(delete_range=self._header(self._do_delete(req)))
@@ -361,8 +365,10 @@ class StateMachine:
 
     def _apply_txn(self, req: kv_pb2.TxnRequest) -> internal_pb2.CommandResult:
         self._validate_txn(req)
-        resp = self._do_txn(req)
-        return internal_pb2.CommandResult(txn=self._header(resp))
+        result = internal_pb2.CommandResult()
+        self._do_txn(req, result.txn)
+        self._header(result.txn)
+        return result
 
     def _validate_txn(self, req: kv_pb2.TxnRequest) -> None:
         """The checks of a txn that need state (check_txn ran already),
@@ -377,21 +383,24 @@ class StateMachine:
                 elif kind == "request_txn":
                     self._validate_txn(op.request_txn)
 
-    def _do_txn(self, req: kv_pb2.TxnRequest) -> kv_pb2.TxnResponse:
+    def _do_txn(self, req: kv_pb2.TxnRequest, resp: kv_pb2.TxnResponse) -> None:
         succeeded = all(self._compare(c) for c in req.compare)
-        resp = kv_pb2.TxnResponse(succeeded=succeeded)
+        resp.succeeded = succeeded
         for op in req.success if succeeded else req.failure:
             kind = op.WhichOneof("request")
             out = resp.responses.add()
             if kind == "request_put":
-                out.response_put.CopyFrom(self._do_put(op.request_put))
+                put = out.response_put
+                put.SetInParent()
+                self._do_put(op.request_put, put)
             elif kind == "request_delete_range":
                 out.response_delete_range.CopyFrom(self._do_delete(op.request_delete_range))
             elif kind == "request_range":
                 out.response_range.CopyFrom(self._range(op.request_range))
             else:
-                out.response_txn.CopyFrom(self._do_txn(op.request_txn))
-        return resp
+                nested = out.response_txn
+                nested.SetInParent()
+                self._do_txn(op.request_txn, nested)
 
     def _compare(self, c: kv_pb2.Compare) -> bool:
         if c.range_end:
