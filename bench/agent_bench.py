@@ -29,10 +29,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
+from bench.work_dir import add_keep_argument, work_dir
 from control_plane.client import ApiClient, resource
 from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
 from node_agent.images import ImageStore
@@ -221,33 +221,38 @@ def main() -> None:
     parser.add_argument("--hollow", type=int, default=1000, help="hollow nodes (0: none)")
     parser.add_argument("--hollow-interval", type=float, default=10.0)
     parser.add_argument("--runc-pods", type=int, default=20, help="pods on a runc agent (0: none)")
+    add_keep_argument(parser)
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
-    work = tempfile.mkdtemp(prefix="raftkube-agent-bench-")
-    why_not_runc = runc_works(os.path.join(work, "runc-probe")) if args.runc_pods else "not asked for"
-    agent_args = ["--heartbeat-interval", str(args.heartbeat_interval)]
-    runc_agents = 0 if why_not_runc else 1
-    cluster = LocalCluster.create(os.path.join(work, "c"), 3, agents=2, agent_args=agent_args, runc_agents=runc_agents)
-    cluster.start()
-    try:
-        cluster.wait_ready(60)
-        cluster.start_agents()
-        cluster.wait_agents(60)
-        print(f"agent benchmark: {args.pods} pods at {args.rate:g}/s on 2 agents, {os.cpu_count()} CPUs\n", flush=True)
-        spawns = asyncio.run(spawn_baseline(50))
-        process_nodes = [a.id for a in cluster.agents if a.runtime == "process"]
-        creates, latencies = asyncio.run(startup(cluster, args.pods, args.rate, process_nodes))
-        runc_starts: list[float] = []
-        runc_latencies: list[float] = []
-        if not why_not_runc:
-            runc_starts = asyncio.run(runc_baseline(10, os.path.join(work, "runc-baseline")))
-            _, runc_latencies = asyncio.run(startup(cluster, args.runc_pods, args.rate, ["r1"], "startup-runc"))
-        reconnect, gap = asyncio.run(failover(cluster))
-        cluster.start(cluster.masters[0].id)
-        cluster.wait_ready(60)
-        fleet = hollow(cluster, args.hollow, args.hollow_interval) if args.hollow else None
-    finally:
-        cluster.stop()
+    with work_dir("raftkube-agent-bench-", args.keep) as work:
+        why_not_runc = runc_works(os.path.join(work, "runc-probe")) if args.runc_pods else "not asked for"
+        agent_args = ["--heartbeat-interval", str(args.heartbeat_interval)]
+        runc_agents = 0 if why_not_runc else 1
+        cluster = LocalCluster.create(
+            os.path.join(work, "c"), 3, agents=2, agent_args=agent_args, runc_agents=runc_agents
+        )
+        cluster.start()
+        try:
+            cluster.wait_ready(60)
+            cluster.start_agents()
+            cluster.wait_agents(60)
+            print(
+                f"agent benchmark: {args.pods} pods at {args.rate:g}/s on 2 agents, {os.cpu_count()} CPUs\n", flush=True
+            )
+            spawns = asyncio.run(spawn_baseline(50))
+            process_nodes = [a.id for a in cluster.agents if a.runtime == "process"]
+            creates, latencies = asyncio.run(startup(cluster, args.pods, args.rate, process_nodes))
+            runc_starts: list[float] = []
+            runc_latencies: list[float] = []
+            if not why_not_runc:
+                runc_starts = asyncio.run(runc_baseline(10, os.path.join(work, "runc-baseline")))
+                _, runc_latencies = asyncio.run(startup(cluster, args.runc_pods, args.rate, ["r1"], "startup-runc"))
+            reconnect, gap = asyncio.run(failover(cluster))
+            cluster.start(cluster.masters[0].id)
+            cluster.wait_ready(60)
+            fleet = hollow(cluster, args.hollow, args.hollow_interval) if args.hollow else None
+        finally:
+            cluster.stop()
     ms = 1000.0
     print(f"  process spawn (baseline)     p50 {pct(spawns, 50) * ms:6.1f} ms  p99 {pct(spawns, 99) * ms:6.1f} ms")
     print(f"  pod create round trip        p50 {pct(creates, 50) * ms:6.1f} ms  p99 {pct(creates, 99) * ms:6.1f} ms")

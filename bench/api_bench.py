@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -49,6 +48,7 @@ import aiohttp
 import grpc
 
 from bench.kv_load import LoadResult, closed_loop, median_result, paired_ratio, run_load
+from bench.work_dir import add_keep_argument, work_dir
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
 from control_plane.apis import codec
@@ -269,6 +269,7 @@ def main() -> None:
     )
     parser.add_argument("--list-repeats", type=int, default=5)
     parser.add_argument("--watch-events", type=int, default=300, help="events timed per watch (0: no watch timings)")
+    add_keep_argument(parser)
     args = parser.parse_args()
     if any(c < 1 for c in args.concurrency):
         parser.error("--concurrency values must be at least 1")
@@ -277,14 +278,13 @@ def main() -> None:
     wanted |= {via.removesuffix(" secure") for via in wanted}
     args.systems = [s for s in SYSTEMS if s in wanted]
     exit_cleanly_on_sigterm()
-    work = tempfile.mkdtemp(prefix="raftkube-api-bench-")
     print(f"API benchmark: {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n", flush=True)
     # Six masters and the load share two cores here: with the shipped 0.35 s
     # election timeout a starved follower would call elections mid-run, and
     # the bench would go on loading a deposed leader (forwarding every write).
     # This bench measures the API, not failover: longer timeouts.
     patient = ["--election-timeout-min", "2", "--election-timeout-max", "4"]
-    with contextlib.ExitStack() as clusters:
+    with work_dir("raftkube-api-bench-", args.keep) as work, contextlib.ExitStack() as clusters:
         plain = clusters.enter_context(
             LocalCluster.running(os.path.join(work, "plain"), server_args=["--insecure", *patient])
         )

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import statistics
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.api_bench import NAMESPACES, grpc_creates, rest_creates, stored_pod
 from bench.kv_load import LoadResult, median_result, paired_ratio, run_load
+from bench.work_dir import add_keep_argument, work_dir
 from control_plane.client import ApiClient
 from control_plane.local_cluster import LocalCluster, MasterSpec, exit_cleanly_on_sigterm
 
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    add_keep_argument(parser)
     args = parser.parse_args()
     if not args.base and not args.base_env and not args.env:
         parser.error("give --base, --base-env or --env: otherwise both sides are the same")
@@ -168,13 +169,12 @@ def main() -> None:
     }
     loads = ["store", *(x for x in args.loads if x != "store")]  # raw puts: every ratio's baseline
     exit_cleanly_on_sigterm()
-    work = tempfile.mkdtemp(prefix="raftkube-paired-ab-")
-    # `python -m` puts the working directory first on a master's sys.path:
-    # from a checkout, it would shadow the base's PYTHONPATH.
-    os.chdir(work)
     print(f"paired A/B: {args.rounds} rounds x {args.seconds:g} s at c={args.concurrency}; base {versions['base']}\n")
     results: dict[tuple[str, str], list[Sample]] = {}
-    with contextlib.ExitStack() as stack:
+    with work_dir("raftkube-paired-ab-", args.keep) as work, contextlib.ExitStack() as stack:
+        # `python -m` puts the working directory first on a master's sys.path:
+        # from a checkout, it would shadow the base's PYTHONPATH.
+        os.chdir(work)
         runners: dict[str, Runner] = {}
         for name, env in versions.items():
             cluster = stack.enter_context(LocalCluster.running(os.path.join(work, name), server_args=PATIENT, env=env))

@@ -27,7 +27,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from contextlib import contextmanager
 import grpc
 
 from bench.kv_load import LoadResult, median_result, paired_ratio, run_load
+from bench.work_dir import add_keep_argument, work_dir
 from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm, free_port
 from ha.client import StoreClient
 from ha.storepb import kv_pb2, kv_pb2_grpc
@@ -146,14 +146,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=5, help="runs per system and concurrency")
     parser.add_argument("--trials", type=int, default=5, help="failover trials")
+    add_keep_argument(parser)
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
-    work = tempfile.mkdtemp(prefix="raftkube-bench-")
     print(
         f"store benchmark: 1 KiB values, {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n",
         flush=True,
     )
     with (
+        work_dir("raftkube-bench-", args.keep) as work,
         dict_server() as ceiling_address,
         pysyncobj_cluster(work) as baseline_address,
         # Plaintext, as the two baselines: this measures the store, not TLS (bench/api_bench.py measures that).
