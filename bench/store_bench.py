@@ -10,11 +10,14 @@ all measured in this run, with ratios; then leader failover: the time from
 kill -9 of the leader to the next committed write, over 5 trials, with the
 election timeouts the server ships by default.
 
-Throughput on a shared 2-core VM swings by tens of percent from minute to
-minute, so all three systems run at once (idle, they cost little) and each
-point is measured round-robin across them for several rounds; the figures
-are medians, and each ratio is the median of the ratios of runs taken side
-by side in one round (the ratio of the medians is printed beside it).
+Throughput on a shared 2-core VM swings by tens of percent, from one
+second to the next (a fixed pure-Python loop, alone on an idle VM, took
+from 16 to 27 ms in consecutive half-second samples), so all three systems
+run at once (idle, they cost little) and each point is measured round-robin
+across them for several rounds, in an order that turns around every round,
+raftkube next to the ceiling; the figures are medians, and each ratio is
+the median of the ratios of runs taken side by side in one round (the
+ratio of the medians is printed beside it).
 
     python -m bench.store_bench [--seconds 4] [--rounds 5] [--trials 5]
 """
@@ -99,15 +102,19 @@ def measure_interleaved(
     systems: dict[str, Callable[[], str]], seconds: float, rounds: int
 ) -> dict[str, dict[int, list[LoadResult]]]:
     """For each concurrency, `rounds` rounds of one run per system; every
-    run, by system and concurrency, in round order. Each system names the
-    endpoint to load before every run (raftkube: its leader then), and a
-    change is printed: a run after a leader change would otherwise load a
-    follower, which forwards every write, and nothing would say so."""
+    run, by system and concurrency, in round order. The order of the
+    systems turns around every round, so neither of two neighbours always
+    goes first and neighbours stay side by side (the VM's speed changes
+    from one second to the next). Each system names the endpoint to load
+    before every run (raftkube: its leader then), and a change is printed:
+    a run after a leader change would otherwise load a follower, which
+    forwards every write, and nothing would say so."""
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in CONCURRENCY} for name in systems}
     loaded: dict[str, str] = {}
     for c in CONCURRENCY:
         for r in range(rounds):
-            for name, endpoint_now in systems.items():
+            order = list(systems.items()) if r % 2 == 0 else list(systems.items())[::-1]
+            for name, endpoint_now in order:
                 endpoint = endpoint_now()
                 previous = loaded.get(name, endpoint)
                 if previous != endpoint:
@@ -160,9 +167,10 @@ def main() -> None:
         # Plaintext, as the two baselines: this measures the store, not TLS (bench/api_bench.py measures that).
         LocalCluster.running(os.path.join(work, "raftkube"), server_args=["--insecure"]) as cluster,
     ):
+        # raftkube beside the ceiling, the ratio that has to be close.
         systems = {
-            "ceiling": lambda: ceiling_address,
             "pysyncobj": lambda: baseline_address,
+            "ceiling": lambda: ceiling_address,
             "raftkube": lambda: cluster.spec(cluster.wait_ready(60)).grpc_address,
         }
         runs = measure_interleaved(systems, args.seconds, args.rounds)
