@@ -42,8 +42,7 @@ BARRIER_COMMAND = internal_pb2.Command(barrier=internal_pb2.Barrier()).Serialize
 # for this long: it changes nothing, so trying again is always safe.
 BARRIER_RETRY_FOR = 5.0
 
-Result = internal_pb2.CommandResult
-Callback = Callable[[list[Result] | None, ProposalError | None], None]
+Callback = Callable[[list[bytes] | None, ProposalError | None], None]
 
 
 class Proposer(Protocol):
@@ -55,7 +54,7 @@ class Proposer(Protocol):
 @dataclass
 class _Batch:
     commands: list[bytes]
-    futures: list[asyncio.Future[Result]]
+    futures: list[asyncio.Future[bytes]]
     started: float
     # When its oldest command was first proposed (retries included).
     enqueued: float
@@ -90,9 +89,9 @@ class GroupCommitter:
     options: GroupCommitOptions = field(default_factory=GroupCommitOptions)
 
     def __post_init__(self) -> None:
-        self._pending: list[tuple[bytes, asyncio.Future[Result], float]] = []
+        self._pending: list[tuple[bytes, asyncio.Future[bytes], float]] = []
         self._pending_bytes = 0
-        self._barrier: asyncio.Future[Result] | None = None
+        self._barrier: asyncio.Future[bytes] | None = None
         self._in_flight = 0
         self._flush_handle: asyncio.Handle | None = None
         self._flush_at = 0.0
@@ -104,7 +103,7 @@ class GroupCommitter:
         self._closed = False
         self._paused = False
 
-    async def propose(self, command: bytes) -> Result:
+    async def propose(self, command: bytes) -> bytes:
         """The state machine's result for `command`, once applied here."""
         fut = self._enqueue(command)
         return await fut
@@ -145,8 +144,8 @@ class GroupCommitter:
                 fut.set_exception(NotCommitted("the store is shutting down"))
         self._pending.clear()
 
-    def _enqueue(self, command: bytes) -> asyncio.Future[Result]:
-        fut: asyncio.Future[Result] = self.loop.create_future()
+    def _enqueue(self, command: bytes) -> asyncio.Future[bytes]:
+        fut: asyncio.Future[bytes] = self.loop.create_future()
         if self._closed:
             fut.set_exception(NotCommitted("the store is shutting down"))
             return fut
@@ -191,7 +190,7 @@ class GroupCommitter:
             self._schedule(self.options.leader_poll)
             return
         commands: list[bytes] = []
-        futures: list[asyncio.Future[Result]] = []
+        futures: list[asyncio.Future[bytes]] = []
         size = 0
         taken = 0
         enqueued = time.monotonic()
@@ -233,7 +232,7 @@ class GroupCommitter:
         except Exception as e:  # the Raft queue refused it synchronously
             self._complete(batch, None, ProposalError(-1, f"could not propose: {e}"))
 
-    def _complete(self, batch: _Batch, results: list[Result] | None, error: ProposalError | None) -> None:
+    def _complete(self, batch: _Batch, results: list[bytes] | None, error: ProposalError | None) -> None:
         if batch.done:
             return  # it timed out already
         batch.done = True

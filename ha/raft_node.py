@@ -3,8 +3,8 @@ state machine. The only module of raftkube that imports pysyncobj; its
 camelCase, name-mangled habits stay in here.
 
 What this module adds to pysyncobj:
-- One replicated method, `apply_commands(list[bytes]) -> list[CommandResult]`,
-  that hands each command to StateMachine.apply. pysyncobj numbers replicated
+- One replicated method, `apply_commands(list[bytes]) -> list[bytes]`, that
+  hands each command to StateMachine.apply. pysyncobj numbers replicated
   methods by sorted name, so there is exactly one and it is never renamed.
 - It runs on the master's asyncio loop, not on a thread of its own
   (pysyncobj's autoTick is off): the loop watches the Raft sockets through
@@ -78,7 +78,6 @@ from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 from ha.peer_frames import FrameCipher, Uncompressed
 from ha.snapshot_image import SnapshotImage
 from ha.state_machine import StateMachine
-from ha.storepb import internal_pb2
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +459,7 @@ ROLE_NAMES = {
     _RAFT_STATE.LEADER: "leader",
 }
 
-ApplyCallback = Callable[[list[internal_pb2.CommandResult] | None, ProposalError | None], None]
+ApplyCallback = Callable[[list[bytes] | None, ProposalError | None], None]
 
 
 class _LoopPoller:
@@ -677,7 +676,7 @@ class RaftNode(SyncObj):
     # -- the replicated method -------------------------------------------------
 
     @replicated
-    def apply_commands(self, commands: list[bytes]) -> list[internal_pb2.CommandResult]:
+    def apply_commands(self, commands: list[bytes]) -> list[bytes]:
         # Never raises: StateMachine.apply does not, and a malformed entry
         # (not a list of bytes) is answered here.
         started = time.perf_counter()

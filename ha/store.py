@@ -128,7 +128,7 @@ class Store:
         raw = command.SerializeToString()
         self.sm.proposing(raw, command)
         try:
-            result = await self.committer.propose(raw)
+            result = internal_pb2.CommandResult.FromString(await self.committer.propose(raw))
         finally:
             self.sm.proposed(raw)
         if result.WhichOneof("result") == "error":

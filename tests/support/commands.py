@@ -79,7 +79,7 @@ def member(member_id: str, raft: str, grpc: str = "") -> bytes:
 
 
 def apply(sm: StateMachine, raw: bytes) -> internal_pb2.CommandResult:
-    return sm.apply(raw)
+    return internal_pb2.CommandResult.FromString(sm.apply(raw))
 
 
 def error_code(result: internal_pb2.CommandResult) -> str | None:

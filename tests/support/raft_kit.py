@@ -88,11 +88,11 @@ class Network:
 
 @dataclass
 class Proposal:
-    results: list[internal_pb2.CommandResult] | None = None
+    results: list[bytes] | None = None
     error: ProposalError | None = None
     done: bool = False
 
-    def callback(self, results: list[internal_pb2.CommandResult] | None, error: ProposalError | None) -> None:
+    def callback(self, results: list[bytes] | None, error: ProposalError | None) -> None:
         self.results, self.error, self.done = results, error, True
 
     @property

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from ha.raft_node import ProposalError, RaftNode
-from ha.storepb import internal_pb2
 from tests.support.raft_kit import ASKED_ELECTIONS_ONLY, hand_cluster, put
 
 ENTRIES = 30
@@ -45,7 +44,7 @@ def test_a_queued_entry_carries_the_commit_index(tmp_path: Path, variant: str, m
 
         # Group commit's shape: each batch is proposed from the completion
         # of the one before, so it is queued while that one is applied.
-        def next_batch(results: list[internal_pb2.CommandResult] | None, error: ProposalError | None) -> None:
+        def next_batch(results: list[bytes] | None, error: ProposalError | None) -> None:
             nonlocal applied
             assert error is None, error
             applied += 1

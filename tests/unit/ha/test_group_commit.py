@@ -16,7 +16,6 @@ from ha.errors import NotCommitted, OutcomeUnknown
 from ha.group_commit import Callback, GroupCommitOptions, GroupCommitter
 from ha.metrics import StoreMetrics
 from ha.raft_node import FAIL_REASON, proposal_error
-from ha.storepb.internal_pb2 import CommandResult
 
 
 class Proposer:
@@ -37,7 +36,7 @@ class Proposer:
         if self.batches <= self.failures:
             loop.call_soon(callback, None, proposal_error(self.reason))
         else:
-            loop.call_soon(callback, [CommandResult()] * len(commands), None)
+            loop.call_soon(callback, [b""] * len(commands), None)
 
 
 async def test_a_barrier_lost_to_a_leader_change_is_proposed_again() -> None:
@@ -60,7 +59,7 @@ async def test_a_write_refused_by_a_master_that_was_not_the_leader_is_proposed_a
     proposer = Proposer(failures=3, reason=FAIL_REASON.NOT_LEADER)
     metrics = StoreMetrics(CollectorRegistry())
     committer = GroupCommitter(proposer, asyncio.get_running_loop(), metrics)
-    assert await committer.propose(b"put") == CommandResult()
+    assert await committer.propose(b"put") == b""
     assert proposer.batches == 4
     assert metrics.registry.get_sample_value("raftkube_store_proposals_retried_total") == 3
 
