@@ -17,7 +17,7 @@ loopback:
   every 10 s: the process's memory, and the store writes they cost
   (revisions per second while they run, against the 100/s they should).
 
-    python -m bench.agent_bench [--pods 200] [--rate 20] [--runc-pods 20] [--hollow 1000]
+    python -m bench.agent_bench [--pods 200] [--rate 20] [--runc-pods 20] [--hollow 1000] [--keep]
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ the same for every system, so the ratios compare like with like.
 Ratios are the median over rounds of each round's ratio (runs taken side
 by side), with the ratio of the medians in brackets.
 
-    python -m bench.api_bench [--seconds 4] [--rounds 5] [--list-pods 10000]
+    python -m bench.api_bench [--seconds 4] [--rounds 5] [--list-pods 10000] [--keep]
 
 For a quick look at one part: `--concurrency 64 --systems store gRPC
 --list-pods 0 --watch-events 0` runs only those points (the secure cluster

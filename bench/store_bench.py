@@ -19,7 +19,7 @@ raftkube next to the ceiling; the figures are medians, and each ratio is
 the median of the ratios of runs taken side by side in one round (the
 ratio of the medians is printed beside it).
 
-    python -m bench.store_bench [--seconds 4] [--rounds 5] [--trials 5]
+    python -m bench.store_bench [--seconds 4] [--rounds 5] [--trials 5] [--keep]
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ def check_range_end(range_end: bytes) -> None:
 
 
 def check_put(req: kv_pb2.PutRequest) -> None:
+    # _check_ops tests these conditions inline before calling here: keep both.
     check_key(req.key)
     if len(req.value) > limits.MAX_VALUE_BYTES:
         raise CommandFailed(
