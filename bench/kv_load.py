@@ -10,12 +10,15 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 
 from ha.storepb import kv_pb2, kv_pb2_grpc
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -123,6 +126,13 @@ def run_load(
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     values = values or [os.urandom(value_size) for _ in range(64)]  # random: incompressible
     return asyncio.run(_run(endpoints, concurrency, seconds, values, warmup))
+
+
+def turn_order(items: Iterable[T], round_number: int) -> list[T]:
+    """`items` in order on even rounds, reversed on odd ones: side-by-side
+    runs on a VM whose speed drifts, where neither always goes first."""
+    ordered = list(items)
+    return ordered if round_number % 2 == 0 else ordered[::-1]
 
 
 def median(values: list[float]) -> float:

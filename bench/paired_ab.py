@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.api_bench import NAMESPACES, grpc_creates, rest_creates, stored_pod
-from bench.kv_load import LoadResult, median_result, paired_ratio, run_load
+from bench.kv_load import LoadResult, median_result, paired_ratio, run_load, turn_order
 from bench.work_dir import add_keep_argument, work_dir
 from control_plane.client import ApiClient
 from control_plane.local_cluster import LocalCluster, MasterSpec, exit_cleanly_on_sigterm
@@ -188,9 +188,8 @@ def main() -> None:
             pod = asyncio.run(setup())
             runners[name] = Runner(cluster, leader, loads_for(leader, pod, args.concurrency, args.seconds))
         for r in range(args.rounds):
-            order = list(versions) if r % 2 == 0 else list(versions)[::-1]  # neither always goes first
             for load in loads:
-                for name in order:
+                for name in turn_order(versions, r):
                     # Pod names: lower case.
                     sample = runners[name].run(load, f"{name}-{load.lower()}-{r}", args.seconds + 1)
                     results.setdefault((load, name), []).append(sample)

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from bench.kv_load import LoadResult, median_result, paired_ratio, run_load
+from bench.kv_load import LoadResult, median_result, paired_ratio, run_load, turn_order
 from bench.work_dir import add_keep_argument, work_dir
 from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm, free_port
 from ha.client import StoreClient
@@ -113,8 +113,7 @@ def measure_interleaved(
     loaded: dict[str, str] = {}
     for c in CONCURRENCY:
         for r in range(rounds):
-            order = list(systems.items()) if r % 2 == 0 else list(systems.items())[::-1]
-            for name, endpoint_now in order:
+            for name, endpoint_now in turn_order(systems.items(), r):
                 endpoint = endpoint_now()
                 previous = loaded.get(name, endpoint)
                 if previous != endpoint:

@@ -166,9 +166,7 @@ class KeySpace:
     def live_keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
         index = self._index
         # Most ranges asked about are empty (a txn's "no quota changed"
-        # compare): two bisections answer that without an iterator, and
-        # without indexing by position, which rebuilds the SortedDict's
-        # positional index after every insertion (every create).
+        # compare): two bisections answer that without an iterator.
         if range_end and range_end != ALL_KEYS_FROM and index.bisect_left(key) == index.bisect_left(range_end):
             return []
         return [k for k in self._keys_in(key, range_end) if index[k][-1].kv is not None]

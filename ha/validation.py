@@ -27,7 +27,6 @@ def check_range_end(range_end: bytes) -> None:
 
 
 def check_put(req: kv_pb2.PutRequest) -> None:
-    # _check_ops tests these conditions inline before calling here: keep both.
     check_key(req.key)
     if len(req.value) > limits.MAX_VALUE_BYTES:
         raise CommandFailed(
@@ -53,9 +52,8 @@ def check_range(req: kv_pb2.RangeRequest) -> None:
 
 
 def check_txn(req: kv_pb2.TxnRequest) -> None:
-    # Every write of the API is a txn, checked by the proposer and in every
-    # other master's apply: each field is read once (a read builds a new
-    # wrapper), and a check calls out only to fail.
+    # Every write of the API is a txn, checked by the proposer and by every
+    # master's apply: each field is read once (a read builds a new wrapper).
     compare, success, failure = req.compare, req.success, req.failure
     for name, items in (("compare", compare), ("success", success), ("failure", failure)):
         if len(items) > limits.MAX_TXN_OPS:
@@ -64,12 +62,8 @@ def check_txn(req: kv_pb2.TxnRequest) -> None:
                 f"txn has {len(items)} {name} entries, the limit is {limits.MAX_TXN_OPS}",
             )
     for c in compare:
-        key = c.key
-        if not key or len(key) > limits.MAX_KEY_BYTES:
-            check_key(key, "compare key")
-        range_end = c.range_end
-        if len(range_end) > limits.MAX_KEY_BYTES:
-            check_range_end(range_end)
+        check_key(c.key, "compare key")
+        check_range_end(c.range_end)
     if success:
         _check_ops(success)
     if failure:
@@ -83,9 +77,8 @@ def _check_ops(ops: Any) -> None:
         kind = op.WhichOneof("request")
         if kind == "request_put":
             put = op.request_put
+            check_put(put)
             key = put.key
-            if not key or len(key) > limits.MAX_KEY_BYTES or len(put.value) > limits.MAX_VALUE_BYTES or put.lease < 0:
-                check_put(put)
             if key in put_keys:
                 raise CommandFailed(ErrorCode.DUPLICATE_KEY, "duplicate key given in txn request")
             put_keys.add(key)
@@ -99,11 +92,10 @@ def _check_ops(ops: Any) -> None:
             check_txn(op.request_txn)
         else:
             raise CommandFailed(ErrorCode.INVALID_ARGUMENT, "empty txn operation")
-    if deletes:
-        for key in put_keys:
-            for start, end in deletes:
-                if in_range(key, start, end):
-                    raise CommandFailed(ErrorCode.DUPLICATE_KEY, "a txn puts a key it also deletes")
+    for key in put_keys:
+        for start, end in deletes:
+            if in_range(key, start, end):
+                raise CommandFailed(ErrorCode.DUPLICATE_KEY, "a txn puts a key it also deletes")
 
 
 def check_command(cmd: internal_pb2.Command) -> None:
