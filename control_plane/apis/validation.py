@@ -173,12 +173,13 @@ def _resources(causes: list[Cause], path: str, resources: Any) -> None:
 
 
 _PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
-_VOLUME_SOURCES = (
+_VOLUME_SOURCES = frozenset((
     "emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected", "persistentVolumeClaim",
     "nfs", "csi", "ephemeral", "iscsi", "rbd", "cephfs", "fc", "azureFile", "azureDisk", "gcePersistentDisk",
     "awsElasticBlockStore", "gitRepo", "glusterfs", "portworxVolume", "scaleIO", "storageos", "vsphereVolume",
     "quobyte", "photonPersistentDisk", "flocker", "flexVolume", "cinder", "image",
-)  # fmt: skip
+))  # fmt: skip
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 
 
 def _port_or_name(causes: list[Cause], path: str, value: Any) -> None:
@@ -323,11 +324,17 @@ def validate_pod_spec(
         for where, c in _named_objects(causes, f"{path}.{list_name}", spec.get(list_name) or [], set()):
             if not c.get("image"):
                 required(causes, f"{where}.image")
-            _ports(causes, f"{where}.ports", c.get("ports"))
-            _resources(causes, f"{where}.resources", c.get("resources"))
-            _volume_mounts(causes, f"{where}.volumeMounts", c.get("volumeMounts"), volumes)
-            for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
-                _probe(causes, f"{where}.{kind}", c.get(kind), kind)
+            # Each check runs (and builds its field path) only for what the
+            # container has: on every pod create, most of these are absent.
+            if (ports := c.get("ports")) is not None:
+                _ports(causes, f"{where}.ports", ports)
+            if (resources := c.get("resources")) is not None:
+                _resources(causes, f"{where}.resources", resources)
+            if (mounts := c.get("volumeMounts")) is not None:
+                _volume_mounts(causes, f"{where}.volumeMounts", mounts, volumes)
+            for kind in _PROBES:
+                if (probe := c.get(kind)) is not None:
+                    _probe(causes, f"{where}.{kind}", probe, kind)
     policy = spec.get("restartPolicy")
     if policy is not None and policy not in restart_policies:
         supported = ", ".join(f'"{p}"' for p in restart_policies)
@@ -492,16 +499,15 @@ def _quantities(causes: list[Cause], path: str, values: Any, check_names: bool =
         bad(causes, path, values, "must be an object")
         return out
     for name, value in values.items():
-        where = f"{path}[{name}]"
         if check_names:
-            qualified_key(causes, where, name)
+            qualified_key(causes, f"{path}[{name}]", name)
         try:
             quantity = parse_quantity(value)
         except ValueError as e:
-            bad(causes, where, value, str(e))
+            bad(causes, f"{path}[{name}]", value, str(e))
             continue
         if quantity < 0:
-            bad(causes, where, value, "must be greater than or equal to 0")
+            bad(causes, f"{path}[{name}]", value, "must be greater than or equal to 0")
         out[name] = quantity
     return out
 
