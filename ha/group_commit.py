@@ -247,8 +247,8 @@ class GroupCommitter:
         elapsed = time.monotonic() - batch.started
         if error is None and results is not None and len(results) == len(batch.futures):
             self.metrics.proposals_committed.inc(len(batch.futures))
+            self.metrics.proposal_duration.observe(elapsed, len(batch.futures))
             for fut, result in zip(batch.futures, results, strict=True):
-                self.metrics.proposal_duration.observe(elapsed)
                 if not fut.done():
                     fut.set_result(result)
         else:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import CollectorRegistry, Gauge
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from ha.loop_metrics import LoopCounter, LoopHistogram
 
 REQUEST_BUCKETS = (
     0.005,
@@ -35,14 +35,17 @@ REQUEST_BUCKETS = (
 
 
 class ApiMetrics:
+    """Updated from the master's event loop only: the per-request counters
+    and histograms take no lock (ha.loop_metrics)."""
+
     def __init__(self, registry: CollectorRegistry):
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "apiserver_request_total",
             "Counter of apiserver requests broken out for each verb, resource, and HTTP response code.",
             ["verb", "resource", "code"],
             registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "apiserver_request_duration_seconds",
             "Response latency distribution in seconds for each verb and resource.",
             ["verb", "resource"],
@@ -56,7 +59,7 @@ class ApiMetrics:
             registry=registry,
         )
 
-        self.store_duration = Histogram(
+        self.store_duration = LoopHistogram(
             "apiserver_store_request_duration_seconds",
             "Round trips from the API server to the replicated store, in seconds, by operation "
             "(as Kubernetes' etcd_request_duration_seconds).",
@@ -64,21 +67,11 @@ class ApiMetrics:
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
-        # Each request's labelled series, found once: labels() checks and
-        # joins its values under a lock, which every request paid twice.
-        self._series: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._series.get(key)
-        if child is None:
-            child = self._series[key] = metric.labels(*labels)
-        return child
 
     def observe_store(self, operation: str, seconds: float) -> None:
-        self._child(self.store_duration, operation).observe(seconds)
+        self.store_duration.labels(operation).observe(seconds)
 
     def observe(self, verb: str, resource: str, code: int, seconds: float) -> None:
-        self._child(self.requests, verb, resource, str(code)).inc()
+        self.requests.labels(verb, resource, str(code)).inc()
         if verb != "WATCH":
-            self._child(self.duration, verb, resource).observe(seconds)
+            self.duration.labels(verb, resource).observe(seconds)

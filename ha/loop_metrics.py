@@ -1,0 +1,136 @@
+"""Counters and histograms for the metrics a master updates on every request,
+from its event loop's thread.
+
+prometheus_client's Counter and Histogram take a lock on every update (a
+histogram: one per bucket it counts and one for the sum), so that any thread
+may update them: ~1 us per observation here, several per request, more
+than a raw store put's own Python work between two of them. A master updates
+these from its event loop only, so they need no lock: an update is a list
+element and a float added to. Prometheus' scrape thread copies them; a
+scrape may see an observation counted in a bucket and not yet in the sum,
+which the next scrape corrects, as any scrape of a moving count does.
+
+They are exposed with the same names, types and labels as
+prometheus_client's own would be.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class HistogramSeries:
+    """One series of a LoopHistogram (one set of label values)."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]):
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, value: float, times: int = 1) -> None:
+        """Count `value` `times` times (a batch of requests that took as long)."""
+        self.counts[bisect.bisect_left(self._bounds, value)] += times
+        self.total += value * times
+
+
+class CounterSeries:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _LoopMetric(Collector):
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry | None):
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+
+class LoopHistogram(_LoopMetric):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        buckets: Sequence[float] = (),
+        registry: CollectorRegistry | None = None,
+    ):
+        bounds = sorted(float(b) for b in buckets if not math.isinf(b))
+        if not bounds:
+            raise ValueError(f"histogram {name}: no buckets")
+        self._bounds = tuple(bounds)
+        self._series: dict[tuple[str, ...], HistogramSeries] = {}
+        super().__init__(name, documentation, labelnames, registry)
+        if not self.labelnames:
+            self.labels()  # exposed from the start, as prometheus_client's
+
+    def labels(self, *values: str) -> HistogramSeries:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"histogram {self.name}: labels {self.labelnames}, given {values}")
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = HistogramSeries(self._bounds)
+        return series
+
+    def observe(self, value: float, times: int = 1) -> None:
+        self.labels().observe(value, times)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        bounds = [*(str(b) for b in self._bounds), "+Inf"]
+        for values, series in list(self._series.items()):
+            counts, total = list(series.counts), series.total
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            family.add_metric(list(values), cumulative, total)
+        yield family
+
+
+class LoopCounter(_LoopMetric):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+    ):
+        self._series: dict[tuple[str, ...], CounterSeries] = {}
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
+        if not self.labelnames:
+            self.labels()  # exposed from the start, as prometheus_client's
+
+    def labels(self, *values: str) -> CounterSeries:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"counter {self.name}: labels {self.labelnames}, given {values}")
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = CounterSeries()
+        return series
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.labels().inc(amount)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in list(self._series.items()):
+            family.add_metric(list(values), series.value)
+        yield family
