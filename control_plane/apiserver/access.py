@@ -162,14 +162,18 @@ class Access:
     # -- gRPC peers -------------------------------------------------------------------
 
     def begin_grpc_audit(
-        self, attrs: Attributes, request_uri: str, context: grpc.aio.ServicerContext, user_agent: Callable[[], str]
+        self,
+        attrs: Attributes,
+        request_uri: Callable[[], str],
+        context: grpc.aio.ServicerContext,
+        user_agent: Callable[[], str],
     ) -> AuditEvent | None:
-        """begin_audit for a gRPC call. The peer and the user agent are read
-        only when requests are audited: reading a call's context costs more
-        than a store write's own Python work."""
+        """begin_audit for a gRPC call. The URI, the peer and the user agent
+        are made or read only when requests are audited: reading a call's
+        context costs more than a store write's own Python work."""
         if self.auditor is None:
             return None
-        return self.begin_audit(attrs, request_uri, [peer_ip(context)], user_agent())
+        return self.begin_audit(attrs, request_uri(), [peer_ip(context)], user_agent())
 
     async def authenticate_grpc(self, context: grpc.aio.ServicerContext) -> UserInfo:
         """A gRPC caller's user. Without authentication (--insecure) the

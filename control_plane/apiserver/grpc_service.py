@@ -124,7 +124,9 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
         try:
             user = await self.access.authenticate_grpc(context)
             attrs = self._attributes(user, verb, ref, field_selector)
-            audit = self.access.begin_grpc_audit(attrs, _request_uri(ref), context, lambda: _agent(context, full=True))
+            audit = self.access.begin_grpc_audit(
+                attrs, lambda: _request_uri(ref), context, lambda: _agent(context, full=True)
+            )
             if audit is not None and body:
                 with contextlib.suppress(*codec.DecodeError):
                     decoded = codec.loads(body)
@@ -216,8 +218,8 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
                 token = await self.service.create_token(ref.namespace, ref.name, body, request.dry_run)
                 return pb.ObjectResponse(object=dumps(token))
             manager = Manager(request.field_manager or _agent(context))
-            obj = await self.service.create(r, ref.namespace, body, request.dry_run, manager, user=user)
-            return pb.ObjectResponse(object=dumps(obj))
+            created = await self.service.create_json(r, ref.namespace, body, request.dry_run, manager, user=user)
+            return pb.ObjectResponse(object=created)
 
         return await self._call(context, "CREATE", ref, create, body=request.object)
 
@@ -304,7 +306,7 @@ class ResourcesService(resources_pb2_grpc.ResourcesServicer):
             user = await self.access.authenticate_grpc(context)
             attrs = self._attributes(user, "WATCH", ref, request.field_selector)
             audit = self.access.begin_grpc_audit(
-                attrs, _request_uri(ref, watch=True), context, lambda: _agent(context, full=True)
+                attrs, lambda: _request_uri(ref, watch=True), context, lambda: _agent(context, full=True)
             )
             self.access.authorize(attrs, audit)
             r = self._resource(ref)

@@ -76,7 +76,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return user, user.node_name
 
     async def _check(self, context: grpc.aio.ServicerContext, attrs: Attributes, uri: str) -> AuditEvent | None:
-        audit = self.access.begin_grpc_audit(attrs, uri, context, lambda: "raftkube-agent")
+        audit = self.access.begin_grpc_audit(attrs, lambda: uri, context, lambda: "raftkube-agent")
         try:
             self.access.authorize(attrs, audit)
         except ApiError as e:

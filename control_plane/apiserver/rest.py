@@ -282,10 +282,10 @@ class RestApi:
         if t.name:
             raise errors.method_not_allowed("POST is for creating objects in a collection")
         namespace = t.namespace or _body_namespace(body)
-        obj = await self.service.create(
+        created = await self.service.create_json(
             t.resource, namespace, body, dry_run, Manager(_field_manager(request)), user=user
         )
-        return _json(obj, 201)
+        return web.Response(body=created, status=201, content_type=JSON)
 
     async def _put(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         if not t.name:

@@ -24,7 +24,6 @@ import logging
 import random
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from control_plane.apis.defaults import apply_defaults, prepare_for_create
 from control_plane.apis.errors import ApiError, Cause
 from control_plane.apis.resources import REGISTRY, Registry, Resource
 from control_plane.apis.selectors import field_matcher, field_prefilter, label_matcher
+from control_plane.apis.stamps import new_uid, now_rfc3339
 from control_plane.apis.validation import validate
 from control_plane.apiserver import allocators, managed_fields
 from control_plane.apiserver.admission import CREATE, DELETE, UPDATE, AdmissionRequest, Chain
@@ -73,10 +73,6 @@ async def _backoff(attempt: int) -> None:
     racing for one quota on several masters spread out."""
     if attempt:
         await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
-
-
-def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
 
 
 @dataclass
@@ -290,6 +286,36 @@ class ApiService:
         *,
         user: UserInfo = SYSTEM_USER,
     ) -> Object:
+        created, _ = await self._create(resource, namespace, obj, dry_run, manager, user)
+        return created
+
+    async def create_json(
+        self,
+        resource: Resource,
+        namespace: str,
+        obj: Object,
+        dry_run: bool = False,
+        manager: Manager | None = None,
+        *,
+        user: UserInfo = SYSTEM_USER,
+    ) -> bytes:
+        """create(), answered as JSON (what the front ends send back): the
+        bytes just stored, with the resourceVersion spliced in, rather than
+        the object encoded a second time."""
+        created, stored = await self._create(resource, namespace, obj, dry_run, manager, user)
+        return stored if stored is not None else codec.dumps(created)
+
+    async def _create(
+        self,
+        resource: Resource,
+        namespace: str,
+        obj: Object,
+        dry_run: bool,
+        manager: Manager | None,
+        user: UserInfo,
+    ) -> tuple[Object, bytes | None]:
+        """The object created, and its JSON as stored with its
+        resourceVersion when that is the object (None: encode it)."""
         if resource.virtual:
             raise errors.method_not_allowed(f"{resource.plural} cannot be created")
         if not isinstance(obj, dict):
@@ -298,7 +324,7 @@ class ApiService:
             if self.reviews is None:
                 raise errors.method_not_allowed(f"{resource.plural} are not served by this API server")
             self._check_body_identity(resource, obj, namespace, None)
-            return await self.reviews.create(resource, namespace, obj, user)
+            return await self.reviews.create(resource, namespace, obj, user), None
         # The object is the caller's to give: it is completed and stored as
         # it is (the front ends pass what they just parsed), not copied.
         self._check_body_identity(resource, obj, namespace, None)
@@ -331,7 +357,7 @@ class ApiService:
         await self.admission.admit(review)
         prepare_for_create(resource.plural, obj)
         self._check(resource, obj, meta.get("name", ""))
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = now
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
@@ -346,25 +372,27 @@ class ApiService:
                 await self.admission.validate(review)
                 await self._allocate(resource, obj, None)
                 if dry_run:
-                    return obj
+                    return obj, None
                 compares, ops = _allocation_ops(resource, None, obj)
                 compares += review.compares
+                stored = self.encode(obj)
                 txn = kv_pb2.TxnRequest(
                     compare=[kv_pb2.Compare(key=key, target=kv_pb2.Compare.CREATE, create_revision=0), *compares],
                     success=[
-                        kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=self.encode(obj))),
+                        kv_pb2.RequestOp(request_put=kv_pb2.PutRequest(key=key, value=stored)),
                         *ops,
                         *review.ops,
                     ],
                 )
                 resp = await self._call(self.store.txn(txn), "create")
             if resp.succeeded:
-                meta["resourceVersion"] = str(resp.header.revision)
+                revision = resp.header.revision
+                meta["resourceVersion"] = str(revision)
                 if resource.plural == "namespaces":
                     await self._namespace_defaults(meta["name"])
                 if resource.plural == "resourcequotas":
-                    obj = await self.quota.recount(namespace, meta["name"]) or obj
-                return obj
+                    return await self.quota.recount(namespace, meta["name"]) or obj, None
+                return obj, with_resource_version(stored, revision)
             if not compares or await self._range_one(key, "0") is not None:
                 raise errors.already_exists(resource.group, resource.plural, meta["name"])
             # Another master took an allocation this one picked, or charged a

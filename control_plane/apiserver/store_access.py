@@ -42,7 +42,7 @@ class _Guard:
         path = f"/{self.service}/{method}"
         attrs = Attributes(user, method.lower(), resource_request=False, path=path)
         audit = access.begin_grpc_audit(
-            attrs, path, context, lambda: str(dict(context.invocation_metadata() or ()).get("user-agent", ""))
+            attrs, lambda: path, context, lambda: str(dict(context.invocation_metadata() or ()).get("user-agent", ""))
         )
         if SYSTEM_MASTERS not in user.groups:
             access.finish_audit(audit, 403)

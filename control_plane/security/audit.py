@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -28,6 +27,7 @@ from typing import Any, BinaryIO
 import orjson
 import yaml
 
+from control_plane.apis.stamps import new_uid
 from control_plane.security.authz import Attributes
 from control_plane.security.identity import UserInfo
 
@@ -208,7 +208,7 @@ class AuditEvent:
     request_uri: str
     source_ips: list[str]
     user_agent: str
-    audit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    audit_id: str = field(default_factory=new_uid)
     received: str = field(default_factory=_now)
     annotations: dict[str, str] = field(default_factory=dict)
     request_object: Any = None

@@ -1,0 +1,35 @@
+"""What the server stamps on every object it creates: a uid and RFC 3339
+timestamps (metadata.uid, creationTimestamp, managedFields' times).
+
+Both are made on every write, so they are made cheaply: the standard
+library's str(uuid.uuid4()) goes through the UUID class's integer
+arithmetic, and time.strftime formats a time that is the same for every
+write in the same second.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+
+
+def new_uid() -> str:
+    """A random (version 4, RFC 4122 variant) UUID, written as
+    str(uuid.uuid4()) writes one."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@functools.lru_cache(maxsize=4)
+def rfc3339(second: int) -> str:
+    """A Unix time in whole seconds as Kubernetes writes it (2024-01-02T03:04:05Z)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
+def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
+    return rfc3339(int(clock()))
