@@ -20,7 +20,10 @@ certificates, RBAC, the audit log at Metadata level, as `raftkube up` runs):
   and over gRPC watches.
 
 The load generator shares the machine's cores with the masters; it does
-the same for every system, so the ratios compare like with like.
+the same for every system, so the ratios compare like with like. Every run
+also prints what it cost the leader's event loop thread per operation (CPU
+from /proc, warm-up included): the thread a master's Python runs on, which
+API creates saturate.
 
 Ratios are the median over rounds of each round's ratio (runs taken side
 by side), with the ratio of the medians in brackets.
@@ -47,7 +50,8 @@ from collections.abc import Callable
 import aiohttp
 import grpc
 
-from bench.kv_load import LoadResult, closed_loop, median_result, paired_ratio, run_load
+from bench.kv_load import LoadResult, closed_loop, median, median_result, paired_ratio, run_load
+from bench.proc_cpu import loop_seconds
 from bench.work_dir import add_keep_argument, work_dir
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
@@ -58,6 +62,7 @@ from control_plane.local_cluster import LocalCluster, exit_cleanly_on_sigterm
 from ha.storepb import kv_pb2
 
 CONCURRENCY = (16, 64)
+WARMUP = 1.0  # seconds each run loads before it measures
 SYSTEMS = ("store", "REST", "gRPC", "REST secure", "gRPC secure")
 PODS = resource("pods")
 NAMESPACES = resource("namespaces")
@@ -112,7 +117,7 @@ async def rest_creates(
     run: str,
     concurrency: int,
     seconds: float,
-    warmup: float = 1.0,
+    warmup: float = WARMUP,
     credentials: ClientCredentials = INSECURE,
 ) -> LoadResult:
     before, after = template(namespace)
@@ -136,7 +141,7 @@ async def grpc_creates(
     run: str,
     concurrency: int,
     seconds: float,
-    warmup: float = 1.0,
+    warmup: float = WARMUP,
     credentials: ClientCredentials = INSECURE,
 ) -> LoadResult:
     before, after = template(namespace)
@@ -338,6 +343,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
             return await stored_pod(client, plain, "bench")
 
     pod_bytes = asyncio.run(setup())
+    secure_leader_pid = 0
     # One load per system: (concurrency, round) -> its result.
     loads: dict[str, Callable[[int, int], LoadResult]] = {
         "store": lambda c, r: run_load(endpoint, c, args.seconds, values=[pod_bytes]),
@@ -347,6 +353,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
     if secure is not None:
         secure_leader = secure.spec(secure.wait_ready(60))
         secure_api, secure_endpoint = f"https://{secure_leader.api_address}", secure_leader.grpc_address
+        secure_leader_pid = secure_leader.pid
         user = setup_secure(secure)
         loads["REST secure"] = lambda c, r: asyncio.run(
             rest_creates(secure_api, "bench", f"rest-c{c}-r{r}", c, args.seconds, credentials=user)
@@ -358,12 +365,21 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
 
     concurrencies: list[int] = args.concurrency
     runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
+    # Per run, the leader's event loop thread's CPU per operation (us): what
+    # saturates a master, and where an API create's cost over a put shows.
+    loop_us: dict[str, dict[int, list[float]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
+    leader_pids = {k: (secure_leader_pid if k.endswith("secure") else leader.pid) for k in args.systems}
     for c in concurrencies:
         for r in range(args.rounds):
             for system in runs:
+                before = loop_seconds(leader_pids[system])
                 result = loads[system](c, r)
+                spent = loop_seconds(leader_pids[system]) - before
+                per_op = spent / max(1.0, result.rate * (args.seconds + WARMUP)) * 1e6
                 runs[system][c].append(result)
-                print(result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s "), flush=True)
+                loop_us[system][c].append(per_op)
+                line = result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s ")
+                print(f"{line}  leader loop {per_op:4.0f} us/op", flush=True)
     medians = {k: {c: median_result(v) for c, v in per.items()} for k, per in runs.items()}
 
     lists: dict[str, list[tuple[float, float]]] = {}
@@ -393,21 +409,22 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
         s = medians["store"][c]
         print(
             f"  c={c:<3} raw store puts   {s.rate:6.0f}/s  p50 {s.percentile(50) * 1000:5.1f} ms"
-            f"  p99 {s.percentile(99) * 1000:5.1f} ms"
+            f"  p99 {s.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us['store'][c]):4.0f} us/op"
         )
         for via in fronts:
             m = medians[via][c]
             print(
                 f"  c={c:<3} {via:4} pod creates {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
-                f"  p99 {m.percentile(99) * 1000:5.1f} ms  = {100 * of_raw[via, c]:5.1f}%"
-                f" [{100 * m.rate / max(s.rate, 1):.1f}%] of raw puts"
+                f"  p99 {m.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[via][c]):4.0f} us/op"
+                f"  = {100 * of_raw[via, c]:5.1f}% [{100 * m.rate / max(s.rate, 1):.1f}%] of raw puts"
             )
             if via not in secured:
                 continue
             t = medians[f"{via} secure"][c]
             print(
                 f"  c={c:<3} {via:4} secure      {t.rate:6.0f}/s  p50 {t.percentile(50) * 1000:5.1f} ms"
-                f"  p99 {t.percentile(99) * 1000:5.1f} ms  = {100 * of_plain[via, c]:5.1f}%"
+                f"  p99 {t.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[via + ' secure'][c]):4.0f} us/op"
+                f"  = {100 * of_plain[via, c]:5.1f}%"
                 f" [{100 * t.rate / max(m.rate, 1):.1f}%] of plain (TLS, RBAC as {SECURE_USER}, audit)"
             )
     for label, pairs in lists.items():

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.api_bench import NAMESPACES, grpc_creates, rest_creates, stored_pod
 from bench.kv_load import LoadResult, median_result, paired_ratio, run_load, turn_order
+from bench.proc_cpu import cpu_seconds
 from bench.work_dir import add_keep_argument, work_dir
 from control_plane.client import ApiClient
 from control_plane.local_cluster import LocalCluster, MasterSpec, exit_cleanly_on_sigterm
@@ -44,14 +45,6 @@ LOADS = ("store", "gRPC", "REST")
 # As api_bench: six masters share the cores with the load, so a starved
 # follower must not call elections mid-run.
 PATIENT = ["--insecure", "--election-timeout-min", "2", "--election-timeout-max", "4"]
-
-
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
-    """utime + stime of a process (or of one of its threads)."""
-    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
-    with open(path, encoding="ascii") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def batches(metrics_address: str) -> tuple[float, float]:
