@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -51,19 +52,42 @@ class CounterSeries:
         self.value += amount
 
 
-class _LoopMetric(Collector):
+S = TypeVar("S", HistogramSeries, CounterSeries)
+
+
+class _LoopMetric(Collector, Generic[S]):
+    """A metric's series by label values, each made on first use."""
+
+    kind = ""
+
     def __init__(self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry | None):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], S] = {}
+        if not self.labelnames:
+            self.labels()  # exposed from the start, as prometheus_client's
         if registry is not None:
             registry.register(self)
+
+    def _new_series(self) -> S:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> S:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.kind} {self.name}: labels {self.labelnames}, given {values}")
+            series = self._series[values] = self._new_series()
+        return series
 
     def describe(self) -> Iterable[Metric]:
         return self.collect()
 
 
-class LoopHistogram(_LoopMetric):
+class LoopHistogram(_LoopMetric[HistogramSeries]):
+    kind = "histogram"
+
     def __init__(
         self,
         name: str,
@@ -76,18 +100,10 @@ class LoopHistogram(_LoopMetric):
         if not bounds:
             raise ValueError(f"histogram {name}: no buckets")
         self._bounds = tuple(bounds)
-        self._series: dict[tuple[str, ...], HistogramSeries] = {}
         super().__init__(name, documentation, labelnames, registry)
-        if not self.labelnames:
-            self.labels()  # exposed from the start, as prometheus_client's
 
-    def labels(self, *values: str) -> HistogramSeries:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"histogram {self.name}: labels {self.labelnames}, given {values}")
-        series = self._series.get(values)
-        if series is None:
-            series = self._series[values] = HistogramSeries(self._bounds)
-        return series
+    def _new_series(self) -> HistogramSeries:
+        return HistogramSeries(self._bounds)
 
     def observe(self, value: float, times: int = 1) -> None:
         self.labels().observe(value, times)
@@ -105,7 +121,9 @@ class LoopHistogram(_LoopMetric):
         yield family
 
 
-class LoopCounter(_LoopMetric):
+class LoopCounter(_LoopMetric[CounterSeries]):
+    kind = "counter"
+
     def __init__(
         self,
         name: str,
@@ -113,18 +131,10 @@ class LoopCounter(_LoopMetric):
         labelnames: Iterable[str] = (),
         registry: CollectorRegistry | None = None,
     ):
-        self._series: dict[tuple[str, ...], CounterSeries] = {}
         super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
-        if not self.labelnames:
-            self.labels()  # exposed from the start, as prometheus_client's
 
-    def labels(self, *values: str) -> CounterSeries:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"counter {self.name}: labels {self.labelnames}, given {values}")
-        series = self._series.get(values)
-        if series is None:
-            series = self._series[values] = CounterSeries()
-        return series
+    def _new_series(self) -> CounterSeries:
+        return CounterSeries()
 
     def inc(self, amount: float = 1.0) -> None:
         self.labels().inc(amount)
