@@ -85,6 +85,9 @@ class ListOptions:
     resource_version_match: str = ""
 
 
+PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
+
+
 @dataclass
 class DeleteOptions:
     grace_period_seconds: int | None = None
@@ -102,8 +105,20 @@ class DeleteOptions:
             grace_value = int(grace) if grace is not None else None
         except (TypeError, ValueError):
             raise errors.bad_request("gracePeriodSeconds must be an integer") from None
-        if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
-            raise errors.bad_request(f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground")
+        if policy is not None and policy not in PROPAGATION_POLICIES:
+            supported = ", ".join(f'"{p}"' for p in PROPAGATION_POLICIES)
+            raise errors.invalid(
+                "DeleteOptions.meta.k8s.io",
+                "",
+                [
+                    Cause(
+                        "propagationPolicy",
+                        f"Unsupported value: {json.dumps(policy)}: supported values: {supported}",
+                        "FieldValueNotSupported",
+                    )
+                ],
+                "meta.k8s.io",
+            )
         if preconditions is not None and not isinstance(preconditions, dict):
             raise errors.bad_request("preconditions must be an object")
         return cls(grace_value, policy, preconditions or None, dry_run)

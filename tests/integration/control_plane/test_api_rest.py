@@ -158,6 +158,34 @@ def test_graceful_pod_deletion_and_finalizers(api: Api, ns: str) -> None:
     assert api.call("GET", f"/api/v1/namespaces/{ns}/configmaps/held")[0] == 404
 
 
+def test_delete_collection_and_propagation_policies(api: Api, ns: str) -> None:
+    configmaps = f"/api/v1/namespaces/{ns}/configmaps"
+    for name, tier in (("a", "web"), ("b", "web"), ("c", "db")):
+        api.ok("POST", configmaps, {"metadata": {"name": name, "labels": {"tier": tier}}})
+    deleted = api.ok("DELETE", f"{configmaps}?labelSelector=tier%3Dweb")
+    assert deleted["kind"] == "ConfigMapList"
+    assert sorted(item["metadata"]["name"] for item in deleted["items"]) == ["a", "b"]
+    left = api.ok("GET", configmaps)["items"]
+    assert [item["metadata"]["name"] for item in left if item["metadata"]["name"] != "kube-root-ca.crt"] == ["c"]
+
+    # Orphan and Foreground leave the object to the garbage collector,
+    # marked and held by the finalizer that says how; Background deletes it.
+    for policy, finalizer in (("Orphan", "orphan"), ("Foreground", "foregroundDeletion")):
+        api.ok("POST", configmaps, {"metadata": {"name": policy.lower()}})
+        held = api.ok("DELETE", f"{configmaps}/{policy.lower()}", {"propagationPolicy": policy})
+        assert held["metadata"]["deletionTimestamp"] and held["metadata"]["finalizers"] == [finalizer]
+    api.ok("DELETE", f"{configmaps}/c?propagationPolicy=Background")
+    assert api.call("GET", f"{configmaps}/c")[0] == 404
+
+    api.ok("POST", configmaps, {"metadata": {"name": "kept"}})
+    code, body = api.call("DELETE", f"{configmaps}/kept", {"propagationPolicy": "Bogus"})
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert body["details"]["causes"][0]["field"] == "propagationPolicy"
+    code, body = api.call("DELETE", f"{configmaps}/kept", {"preconditions": {"resourceVersion": "1"}})
+    assert (code, body["reason"]) == (409, "Conflict") and "Precondition failed" in body["message"]
+    assert api.call("GET", f"{configmaps}/kept")[0] == 200
+
+
 def test_dry_run_and_generate_name(api: Api, ns: str) -> None:
     dry = api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps?dryRun=All", {"metadata": {"name": "dry"}})
     assert dry["metadata"]["name"] == "dry"
