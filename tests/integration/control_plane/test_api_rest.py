@@ -126,6 +126,14 @@ def test_watch_from_a_resource_version_with_bookmarks(api: Api, ns: str) -> None
     assert (
         bookmark[0]["type"] == "BOOKMARK" and int(bookmark[0]["object"]["metadata"]["resourceVersion"]) >= revisions[-1]
     )
+    # timeoutSeconds ends the watch: the server closes the stream, as
+    # kube-apiserver does, and the client lists or watches again.
+    started = time.monotonic()
+    with api.open(f"/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1", timeout=15) as resp:
+        events = [json.loads(line) for line in resp.read().splitlines()]
+    # From no resourceVersion: what exists, as ADDED events; no change came, then the end.
+    assert {e["type"] for e in events} == {"ADDED"}
+    assert time.monotonic() - started < 10
 
 
 def test_graceful_pod_deletion_and_finalizers(api: Api, ns: str) -> None:
