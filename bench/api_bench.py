@@ -7,6 +7,10 @@ certificates, RBAC, the audit log at Metadata level, as `raftkube up` runs):
   and through gRPC (the Resources service) at concurrency 16 and 64, with
   raw store puts of a stored pod's bytes (the KV service) on the plain
   cluster measured in the same run, round-robin with them, as the baseline;
+  all sent to the leader, and again with the clients spread over the three
+  masters (as clients behind a load balancer are: a follower does a
+  create's API work and forwards its write through Raft), each against raw
+  puts spread the same way;
 - the same creates on the secure cluster as a user the `edit` role is
   bound to (so RBAC evaluates its bindings on every request), against the
   plain cluster's: what security costs;
@@ -23,7 +27,7 @@ The load generator shares the machine's cores with the masters; it does
 the same for every system, so the ratios compare like with like. Every run
 also prints what it cost the leader's event loop thread per operation (CPU
 from /proc, warm-up included): the thread a master's Python runs on, which
-API creates saturate.
+API creates saturate when they are all sent to it.
 
 Ratios are the median over rounds of each round's ratio (runs taken side
 by side), with the ratio of the medians in brackets.
@@ -63,7 +67,17 @@ from ha.storepb import kv_pb2
 
 CONCURRENCY = (16, 64)
 WARMUP = 1.0  # seconds each run loads before it measures
-SYSTEMS = ("store", "REST", "gRPC", "REST secure", "gRPC secure")
+SPREAD = " all masters"  # the suffix of a system whose clients are spread over the masters
+SYSTEMS = (
+    "store",
+    "REST",
+    "gRPC",
+    "store" + SPREAD,
+    "REST" + SPREAD,
+    "gRPC" + SPREAD,
+    "REST secure",
+    "gRPC secure",
+)
 PODS = resource("pods")
 NAMESPACES = resource("namespaces")
 CONFIGMAPS = resource("configmaps")
@@ -112,7 +126,7 @@ def template(namespace: str) -> tuple[bytes, bytes]:
 
 
 async def rest_creates(
-    api: str,
+    apis: list[str],
     namespace: str,
     run: str,
     concurrency: int,
@@ -120,15 +134,16 @@ async def rest_creates(
     warmup: float = WARMUP,
     credentials: ClientCredentials = INSECURE,
 ) -> LoadResult:
+    """Closed-loop pod creates over REST, worker w sending to apis[w % len(apis)]."""
     before, after = template(namespace)
-    url = f"{api}/api/v1/namespaces/{namespace}/pods"
+    urls = [f"{api}/api/v1/namespaces/{namespace}/pods" for api in apis]
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=credentials.ssl_context() or False)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def create(w: int, i: int) -> str | None:
             body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(urls[w % len(urls)], data=body, headers=headers) as resp:
                 await resp.read()
                 return None if resp.status == 201 else f"HTTP {resp.status}"
 
@@ -136,7 +151,7 @@ async def rest_creates(
 
 
 async def grpc_creates(
-    endpoint: str,
+    endpoints: list[str],
     namespace: str,
     run: str,
     concurrency: int,
@@ -144,16 +159,21 @@ async def grpc_creates(
     warmup: float = WARMUP,
     credentials: ClientCredentials = INSECURE,
 ) -> LoadResult:
+    """Closed-loop pod creates over gRPC, worker w calling endpoints[w % len(endpoints)]."""
     before, after = template(namespace)
     ref = pb.ResourceRef(version="v1", resource="pods", namespace=namespace)
-    channel = open_channel(endpoint, credentials.grpc(), options=())
-    async with channel:
-        stub = resources_pb2_grpc.ResourcesStub(channel)
+    async with contextlib.AsyncExitStack() as channels:
+        stubs = []
+        for endpoint in endpoints:
+            channel = await channels.enter_async_context(open_channel(endpoint, credentials.grpc(), options=()))
+            stubs.append(resources_pb2_grpc.ResourcesStub(channel))
 
         async def create(w: int, i: int) -> str | None:
             body = before + b"%s-%d-%d" % (run.encode(), w, i) + after
             try:
-                await stub.Create(pb.CreateRequest(ref=ref, object=body, field_manager="bench"), timeout=10)
+                await stubs[w % len(stubs)].Create(
+                    pb.CreateRequest(ref=ref, object=body, field_manager="bench"), timeout=10
+                )
                 return None
             except grpc.aio.AioRpcError as e:
                 return e.code().name
@@ -281,6 +301,7 @@ def main() -> None:
     # Raw store puts are every ratio's baseline; the secure systems are compared with the plain ones.
     wanted = set(args.systems) | {"store"}
     wanted |= {via.removesuffix(" secure") for via in wanted}
+    wanted |= {"store" + SPREAD for via in wanted if via.endswith(SPREAD)}
     args.systems = [s for s in SYSTEMS if s in wanted]
     exit_cleanly_on_sigterm()
     print(f"API benchmark: {args.rounds} x {args.seconds:g} s per point, {os.cpu_count()} CPUs\n", flush=True)
@@ -345,10 +366,17 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
     pod_bytes = asyncio.run(setup())
     secure_leader_pid = 0
     # One load per system: (concurrency, round) -> its result.
+    apis = [f"http://{m.api_address}" for m in plain.masters]
+    endpoints = [m.grpc_address for m in plain.masters]
     loads: dict[str, Callable[[int, int], LoadResult]] = {
         "store": lambda c, r: run_load(endpoint, c, args.seconds, values=[pod_bytes]),
-        "REST": lambda c, r: asyncio.run(rest_creates(api, "bench", f"rest-c{c}-r{r}", c, args.seconds)),
-        "gRPC": lambda c, r: asyncio.run(grpc_creates(endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds)),
+        "REST": lambda c, r: asyncio.run(rest_creates([api], "bench", f"rest-c{c}-r{r}", c, args.seconds)),
+        "gRPC": lambda c, r: asyncio.run(grpc_creates([endpoint], "bench", f"grpc-c{c}-r{r}", c, args.seconds)),
+        "store" + SPREAD: lambda c, r: run_load(endpoints, c, args.seconds, values=[pod_bytes]),
+        "REST" + SPREAD: lambda c, r: asyncio.run(rest_creates(apis, "bench", f"rest-all-c{c}-r{r}", c, args.seconds)),
+        "gRPC" + SPREAD: lambda c, r: asyncio.run(
+            grpc_creates(endpoints, "bench", f"grpc-all-c{c}-r{r}", c, args.seconds)
+        ),
     }
     if secure is not None:
         secure_leader = secure.spec(secure.wait_ready(60))
@@ -356,10 +384,10 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
         secure_leader_pid = secure_leader.pid
         user = setup_secure(secure)
         loads["REST secure"] = lambda c, r: asyncio.run(
-            rest_creates(secure_api, "bench", f"rest-c{c}-r{r}", c, args.seconds, credentials=user)
+            rest_creates([secure_api], "bench", f"rest-c{c}-r{r}", c, args.seconds, credentials=user)
         )
         loads["gRPC secure"] = lambda c, r: asyncio.run(
-            grpc_creates(secure_endpoint, "bench", f"grpc-c{c}-r{r}", c, args.seconds, credentials=user)
+            grpc_creates([secure_endpoint], "bench", f"grpc-c{c}-r{r}", c, args.seconds, credentials=user)
         )
     print(f"a stored pod is {len(pod_bytes)} bytes; raw puts write those bytes\n", flush=True)
 
@@ -397,24 +425,33 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
     watches = asyncio.run(watch_latency(api, endpoint, "watch", args.watch_events)) if args.watch_events else {}
 
     # Each round's ratio, then the median over rounds (bench.kv_load.paired_ratio).
-    fronts: list[str] = [via for via in ("REST", "gRPC") if via in runs]
+    # Each create system with the raw puts it is compared with (sent to the same masters).
+    fronts: dict[str, str] = {
+        via + placement: "store" + placement
+        for placement in ("", SPREAD)
+        for via in ("REST", "gRPC")
+        if via + placement in runs
+    }
     secured = [via for via in fronts if f"{via} secure" in runs]
-    of_raw = {(via, c): paired_ratio(runs[via][c], runs["store"][c]) for via in fronts for c in concurrencies}
+    of_raw = {
+        (via, c): paired_ratio(runs[via][c], runs[base][c]) for via, base in fronts.items() for c in concurrencies
+    }
     of_plain = {
         (via, c): paired_ratio(runs[f"{via} secure"][c], runs[via][c]) for via in secured for c in concurrencies
     }
 
     print("\nsummary (medians of the rounds; ratios: the median of each round's ratio [the ratio of the medians])")
     for c in concurrencies:
-        s = medians["store"][c]
-        print(
-            f"  c={c:<3} raw store puts   {s.rate:6.0f}/s  p50 {s.percentile(50) * 1000:5.1f} ms"
-            f"  p99 {s.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us['store'][c]):4.0f} us/op"
-        )
-        for via in fronts:
-            m = medians[via][c]
+        for base in dict.fromkeys(fronts.values()) or ["store"]:
+            s, placement = medians[base][c], base.removeprefix("store")
             print(
-                f"  c={c:<3} {via:4} pod creates {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
+                f"  c={c:<3} {'raw puts' + placement:24} {s.rate:6.0f}/s  p50 {s.percentile(50) * 1000:5.1f} ms"
+                f"  p99 {s.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[base][c]):4.0f} us/op"
+            )
+        for via, base in fronts.items():
+            m, s = medians[via][c], medians[base][c]
+            print(
+                f"  c={c:<3} {via + ' creates':24} {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
                 f"  p99 {m.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[via][c]):4.0f} us/op"
                 f"  = {100 * of_raw[via, c]:5.1f}% [{100 * m.rate / max(s.rate, 1):.1f}%] of raw puts"
             )
@@ -422,7 +459,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
                 continue
             t = medians[f"{via} secure"][c]
             print(
-                f"  c={c:<3} {via:4} secure      {t.rate:6.0f}/s  p50 {t.percentile(50) * 1000:5.1f} ms"
+                f"  c={c:<3} {via + ' secure':24} {t.rate:6.0f}/s  p50 {t.percentile(50) * 1000:5.1f} ms"
                 f"  p99 {t.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[via + ' secure'][c]):4.0f} us/op"
                 f"  = {100 * of_plain[via, c]:5.1f}%"
                 f" [{100 * t.rate / max(m.rate, 1):.1f}%] of plain (TLS, RBAC as {SECURE_USER}, audit)"
@@ -440,17 +477,17 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
             f"  ({len(values)} events)"
         )
 
-    print("\ntargets")
+    print("\ntargets (creates are compared with raw puts sent to the same masters)")
     for c in concurrencies:
         for via in fronts:
             share = of_raw[via, c]
             print(
-                f"  c={c:<3} {via:4} creates >= 60% of raw puts: {100 * share:5.1f}%"
+                f"  c={c:<3} {via:16} creates >= 60% of raw puts: {100 * share:5.1f}%"
                 f"  {'met' if share >= 0.6 else 'NOT met'}"
             )
     for via in fronts if 16 in concurrencies else []:
         p99 = medians[via][16].percentile(99) * 1000
-        print(f"  c=16  {via:4} p99 < 100 ms:               {p99:5.1f} ms  {'met' if p99 < 100 else 'NOT met'}")
+        print(f"  c=16  {via:16} p99 < 100 ms:               {p99:5.1f} ms  {'met' if p99 < 100 else 'NOT met'}")
     for c in concurrencies:
         for via in secured:
             loss = 1 - of_plain[via, c]

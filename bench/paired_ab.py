@@ -130,8 +130,8 @@ def loads_for(
     api = f"http://{leader.api_address}"
     return {
         "store": lambda run: run_load(leader.grpc_address, concurrency, seconds, values=[pod]),
-        "gRPC": lambda run: asyncio.run(grpc_creates(leader.grpc_address, "bench", run, concurrency, seconds)),
-        "REST": lambda run: asyncio.run(rest_creates(api, "bench", run, concurrency, seconds)),
+        "gRPC": lambda run: asyncio.run(grpc_creates([leader.grpc_address], "bench", run, concurrency, seconds)),
+        "REST": lambda run: asyncio.run(rest_creates([api], "bench", run, concurrency, seconds)),
     }
 
 
