@@ -3,7 +3,8 @@ timestamps (metadata.uid, creationTimestamp, managedFields' times).
 
 Both are made on every write, so they are made cheaply: the standard
 library's str(uuid.uuid4()) goes through the UUID class's integer
-arithmetic, and time.strftime formats a time that is the same for every
+arithmetic and a getrandom call per uid (here they are cut from one read
+of 4 KiB), and time.strftime formats a time that is the same for every
 write in the same second.
 """
 
@@ -15,10 +16,20 @@ import time
 from collections.abc import Callable
 
 
+_UIDS_PER_READ = 256
+# Random bytes for the next uids, 16 each, from the OS's CSPRNG as
+# uuid.uuid4 takes them; a forked child starts without its parent's.
+_unused: list[bytes] = []
+os.register_at_fork(after_in_child=_unused.clear)
+
+
 def new_uid() -> str:
     """A random (version 4, RFC 4122 variant) UUID, written as
     str(uuid.uuid4()) writes one."""
-    raw = bytearray(os.urandom(16))
+    if not _unused:
+        block = os.urandom(16 * _UIDS_PER_READ)
+        _unused.extend(block[i : i + 16] for i in range(0, len(block), 16))
+    raw = bytearray(_unused.pop())
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
     h = raw.hex()

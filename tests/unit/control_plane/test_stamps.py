@@ -3,6 +3,7 @@ write, made cheaply."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -19,6 +20,23 @@ def test_a_uid_is_a_random_uuid_written_as_uuid_writes_it() -> None:
         assert str(parsed) == text
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_unused_uids() -> None:
+    new_uid()  # the parent now holds random bytes for uids it has not made yet
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next uids, to the parent
+        os.close(read)
+        os.write(write, " ".join(new_uid() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_uid() for _ in range(10)}
+    assert len(child) == 10
+    assert not child & parent
 
 
 @pytest.mark.parametrize(
