@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable
 
-
 _UIDS_PER_READ = 256
 # Random bytes for the next uids, 16 each, from the OS's CSPRNG as
 # uuid.uuid4 takes them; a forked child starts without its parent's.
