@@ -25,10 +25,13 @@ os.register_at_fork(after_in_child=_unused.clear)
 def new_uid() -> str:
     """A random (version 4, RFC 4122 variant) UUID, written as
     str(uuid.uuid4()) writes one."""
-    if not _unused:
+    try:
+        chunk = _unused.pop()  # atomic: threads may share the pool
+    except IndexError:
         block = os.urandom(16 * _UIDS_PER_READ)
-        _unused.extend(block[i : i + 16] for i in range(0, len(block), 16))
-    raw = bytearray(_unused.pop())
+        chunk = block[:16]  # this caller's own, whoever empties the pool meanwhile
+        _unused.extend(block[i : i + 16] for i in range(16, len(block), 16))
+    raw = bytearray(chunk)
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
     h = raw.hex()

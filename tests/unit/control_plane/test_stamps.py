@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -20,6 +21,13 @@ def test_a_uid_is_a_random_uuid_written_as_uuid_writes_it() -> None:
         assert str(parsed) == text
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_threads_sharing_the_pool_each_get_distinct_uids() -> None:
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_uid() for _ in range(1000)], range(8)))
+    uids = [u for batch in batches for u in batch]
+    assert len(set(uids)) == len(uids) == 8000
 
 
 def test_a_forked_child_does_not_hand_out_its_parents_unused_uids() -> None:
