@@ -43,6 +43,7 @@ from control_plane.apiserver.managed_fields import Manager
 from control_plane.apiserver.metrics import ApiMetrics
 from control_plane.apiserver.object_keys import object_key, object_prefix
 from control_plane.apiserver.patch import APPLY_PATCH, apply_patch
+from control_plane.apiserver.stage_batches import StageBatcher
 from control_plane.security import bootstrap_policy
 from control_plane.security.identity import SYSTEM_USER, UserInfo
 from control_plane.security.service_account_tokens import AUDIENCE, MAX_SECONDS, MIN_SECONDS, ServiceAccountTokens
@@ -137,6 +138,20 @@ class RawList:
         return meta
 
 
+@dataclass
+class NewObject:
+    """A create on its way through the stages before its write."""
+
+    resource: Resource
+    namespace: str
+    obj: Object
+    dry_run: bool
+    manager: Manager | None
+    user: UserInfo
+    now: str = ""
+    review: AdmissionRequest | None = None
+
+
 class ApiService:
     def __init__(
         self,
@@ -162,6 +177,16 @@ class ApiService:
         self.admission: Chain
         self.quota: ResourceQuota
         self.admission, self.quota = standard_chain(self, self._store_txn, self.encode)
+        self._new_objects: StageBatcher[NewObject] = StageBatcher(
+            [
+                self._complete_new,
+                self._default_new,
+                self._record_new_fields,
+                self._admit_new,
+                self._prepare_new,
+                self._validate_new,
+            ]
+        )
 
     def now(self) -> str:
         return now_rfc3339(self.clock)
@@ -342,7 +367,16 @@ class ApiService:
             return await self.reviews.create(resource, namespace, obj, user), None
         # The object is the caller's to give: it is completed and stored as
         # it is (the front ends pass what they just parsed), not copied.
-        self._check_body_identity(resource, obj, namespace, None)
+        new = NewObject(resource, namespace, obj, dry_run, manager, user)
+        await self._new_objects.run(new)
+        with self._new_objects.outstanding():
+            return await self._store_new(new)
+
+    # Stages of a create before its write, run in batches (stage_batches.py).
+
+    def _complete_new(self, new: NewObject) -> None:
+        resource, obj = new.resource, new.obj
+        self._check_body_identity(resource, obj, new.namespace, None)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise errors.invalid(
@@ -354,30 +388,55 @@ class ApiService:
             meta["name"] = meta["generateName"] + "".join(secrets.choice(GENERATE_ALPHABET) for _ in range(5))
         obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
         if resource.namespaced:
-            meta["namespace"] = namespace
+            meta["namespace"] = new.namespace
         else:
             meta.pop("namespace", None)
         meta.pop("managedFields", None)  # the server keeps them
-        now = self.now()
-        if manager is not None and manager.operation == "Apply":
-            meta["managedFields"] = managed_fields.created_by_apply(obj, manager, resource.api_version, now)
-        apply_defaults(resource.plural, obj)
+        new.now = self.now()
+        if new.manager is not None and new.manager.operation == "Apply":
+            meta["managedFields"] = managed_fields.created_by_apply(obj, new.manager, resource.api_version, new.now)
+
+    @staticmethod
+    def _default_new(new: NewObject) -> None:
+        apply_defaults(new.resource.plural, new.obj)
+
+    @staticmethod
+    def _record_new_fields(new: NewObject) -> None:
         # Fields are the client's as it sent them (and their defaults), not
         # what admission adds, as Kubernetes records them.
-        if manager is not None and manager.operation != "Apply":
-            meta["managedFields"] = managed_fields.record_update(None, obj, manager, resource.api_version, now)
-        review = AdmissionRequest(
-            CREATE, resource, namespace, str(meta.get("name") or ""), obj, None, user, "", dry_run
+        if new.manager is not None and new.manager.operation != "Apply":
+            new.obj["metadata"]["managedFields"] = managed_fields.record_update(
+                None, new.obj, new.manager, new.resource.api_version, new.now
+            )
+
+    def _admit_new(self, new: NewObject) -> Awaitable[None]:
+        name = str(new.obj["metadata"].get("name") or "")
+        new.review = AdmissionRequest(
+            CREATE, new.resource, new.namespace, name, new.obj, None, new.user, "", new.dry_run
         )
-        await self.admission.admit(review)
-        prepare_for_create(resource.plural, obj)
-        self._check(resource, obj, meta.get("name", ""))
+        return self.admission.admit(new.review)
+
+    @staticmethod
+    def _prepare_new(new: NewObject) -> None:
+        prepare_for_create(new.resource.plural, new.obj)
+
+    def _validate_new(self, new: NewObject) -> None:
+        meta = new.obj["metadata"]
+        self._check(new.resource, new.obj, meta.get("name", ""))
         meta["uid"] = new_uid()
-        meta["creationTimestamp"] = now
+        meta["creationTimestamp"] = new.now
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
-        if resource.has_spec:
+        if new.resource.has_spec:
             meta["generation"] = 1
+
+    async def _store_new(self, new: NewObject) -> tuple[Object, bytes | None]:
+        """A create's write, once it went through the stages above:
+        validating admission and the store transaction, evaluated again
+        when it lost a race for an allocation or a quota charge."""
+        resource, namespace, obj, review, dry_run = new.resource, new.namespace, new.obj, new.review, new.dry_run
+        assert review is not None  # set by _admit_new
+        meta = obj["metadata"]
         key = self.key(resource, namespace, meta["name"])
         as_sent = codec.clone(obj.get("spec")) if resource.plural == "services" else None
         for attempt in range(WRITE_ATTEMPTS):
