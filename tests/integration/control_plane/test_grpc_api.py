@@ -143,6 +143,27 @@ async def test_errors_are_the_kubernetes_statuses(client: ApiClient, ns: str, cl
     assert names == ["kube-root-ca.crt"]  # nothing stored (but what every namespace has)
 
 
+async def test_creates_sent_together_each_get_their_own_answer(client: ApiClient, ns: str) -> None:
+    """Creates that arrive together are prepared in one batch
+    (apiserver/stage_batches.py): an invalid one or a duplicate fails alone."""
+    bodies = [pod(f"p{i}") for i in range(30)]
+    bodies += [pod(f"Bad_{i}") for i in range(5)]  # invalid names: 422
+    bodies += [pod(f"p{i}") for i in range(5)]  # the first five again: one of each pair is a 409
+    bodies.append({"metadata": {"name": "no-spec"}})  # a required field missing: 422
+    results = await asyncio.gather(*(client.create(PODS, body, ns) for body in bodies), return_exceptions=True)
+    created = [r for r in results if isinstance(r, dict)]
+    codes = sorted(r.code for r in results if isinstance(r, ApiError))
+    assert not [r for r in results if not isinstance(r, dict | ApiError)], results
+    assert codes == [409] * 5 + [422] * 6
+    assert len(created) == 30 and len({c["metadata"]["uid"] for c in created}) == 30
+    invalid = [r for r in results if isinstance(r, ApiError) and r.code == 422]
+    assert all(e.causes for e in invalid)
+    stored = (await client.list(PODS, ns))["items"]
+    assert sorted(p["metadata"]["name"] for p in stored) == sorted(f"p{i}" for i in range(30))
+    for p in stored:  # defaulted and admitted as a create alone would be
+        assert p["spec"]["serviceAccountName"] == "default" and p["status"]["qosClass"] == "BestEffort"
+
+
 async def test_list_pages_and_watch_from_a_revision(client: ApiClient, ns: str, cluster: LocalCluster) -> None:
     for i in range(5):
         await client.create(CONFIGMAPS, {"metadata": {"name": f"c{i}"}}, ns)
