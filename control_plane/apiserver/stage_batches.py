@@ -41,15 +41,15 @@ class StageBatcher(Generic[T]):
     stages: Sequence[Stage[T]]
     max_linger: float = 0.010
     max_batch: int = 256
-    _loop: asyncio.AbstractEventLoop | None = None
-    _queue: list[tuple[T, asyncio.Future[None]]] = field(default_factory=list)
-    _handle: asyncio.Handle | None = None
-    _due: float = 0.0
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _queue: list[tuple[T, asyncio.Future[None]]] = field(default_factory=list, init=False)
+    _handle: asyncio.Handle | None = field(default=None, init=False)
+    _due: float = field(default=0.0, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     # Requests past the stages and not yet answered (see `outstanding`).
-    _past: int = 0
-    _peak: int = 0
-    _expected: int = 1
+    _past: int = field(default=0, init=False)
+    _peak: int = field(default=0, init=False)
+    _expected: int = field(default=1, init=False)
 
     async def run(self, item: T) -> None:
         """Take `item` through every stage, in a batch with the items that
@@ -82,7 +82,7 @@ class StageBatcher(Generic[T]):
     def _start(self) -> None:
         self._handle = None
         batch, self._queue = self._queue, []
-        self._expected, self._peak = max(1, self._peak), len(self._queue) + self._past
+        self._expected, self._peak = max(1, self._peak), self._past
         task = asyncio.ensure_future(self._run_stages(batch))
         self._tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._tasks.discard)
@@ -99,7 +99,8 @@ class StageBatcher(Generic[T]):
                         if pending is not None:
                             await pending
                     except Exception as e:
-                        fut.set_exception(e)
+                        if not fut.done():  # (its caller may have gone while the stage ran)
+                            fut.set_exception(e)
                         continue
                     alive.append((item, fut))
                 batch = alive

@@ -134,3 +134,30 @@ def test_a_cancelled_caller_is_left_out_of_later_stages() -> None:
 
     asyncio.run(main())
     assert ("b", "x") in rec.seen and ("b", "y") not in rec.seen
+
+
+def test_a_caller_gone_while_its_stage_runs_does_not_disturb_the_others() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        opened = asyncio.Event()
+
+        async def refuse_after_waiting(item: str) -> None:
+            rec.seen.append(("wait", item))
+            await opened.wait()
+            raise ValueError(f"refused {item}")
+
+        batcher: StageBatcher[str] = StageBatcher([refuse_after_waiting, rec.stage("b")])
+        first = asyncio.create_task(batcher.run("x"))
+        second = asyncio.create_task(batcher.run("y"))
+        while ("wait", "x") not in rec.seen:
+            await asyncio.sleep(0.001)
+        first.cancel()  # x's caller goes while x's stage is running; the stage then refuses x
+        opened.set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(ValueError, match="refused y"):
+            await second
+
+    asyncio.run(main())
+    assert ("wait", "y") in rec.seen
