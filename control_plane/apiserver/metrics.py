@@ -33,6 +33,8 @@ REQUEST_BUCKETS = (
     60,
 )
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
 
 class ApiMetrics:
     """Updated from the master's event loop only: the per-request counters
@@ -65,6 +67,13 @@ class ApiMetrics:
             "(as Kubernetes' etcd_request_duration_seconds).",
             ["operation"],
             buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+
+        self.create_batches = LoopHistogram(
+            "apiserver_create_batch_size",
+            "Creates prepared together, one stage at a time, in one batch (apiserver/stage_batches.py).",
+            buckets=BATCH_BUCKETS,
             registry=registry,
         )
 

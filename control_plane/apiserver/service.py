@@ -185,7 +185,8 @@ class ApiService:
                 self._admit_new,
                 self._prepare_new,
                 self._validate_new,
-            ]
+            ],
+            observe_size=metrics.create_batches.observe if metrics is not None else None,
         )
 
     def now(self) -> str:

@@ -41,6 +41,8 @@ class StageBatcher(Generic[T]):
     stages: Sequence[Stage[T]]
     max_linger: float = 0.010
     max_batch: int = 256
+    # Told each batch's size as it starts (a metric).
+    observe_size: Callable[[int], None] | None = None
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _queue: list[tuple[T, asyncio.Future[None]]] = field(default_factory=list, init=False)
     _handle: asyncio.Handle | None = field(default=None, init=False)
@@ -83,6 +85,8 @@ class StageBatcher(Generic[T]):
         self._handle = None
         batch, self._queue = self._queue, []
         self._expected, self._peak = max(1, self._peak), self._past
+        if self.observe_size is not None:
+            self.observe_size(len(batch))
         task = asyncio.ensure_future(self._run_stages(batch))
         self._tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._tasks.discard)

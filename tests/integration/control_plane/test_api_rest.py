@@ -449,6 +449,7 @@ def test_requests_watches_and_store_round_trips_are_metered(api: Api, ns: str, c
         'apiserver_request_total{code="404",resource="configmaps",verb="GET"}',
         'apiserver_request_duration_seconds_count{resource="configmaps",verb="LIST"}',
         'apiserver_store_request_duration_seconds_count{operation="create"}',
+        'apiserver_create_batch_size_bucket{le="1.0"}',
     ]
     # A request is counted once its response is out.
     wait_until(

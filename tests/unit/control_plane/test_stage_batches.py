@@ -26,13 +26,16 @@ class Recorder:
 
 def test_items_that_come_together_go_through_one_stage_after_another() -> None:
     rec = Recorder()
-    batcher: StageBatcher[str] = StageBatcher([rec.stage("a"), rec.stage("b")])
+    sizes: list[int] = []
+    batcher: StageBatcher[str] = StageBatcher([rec.stage("a"), rec.stage("b")], observe_size=sizes.append)
 
     async def main() -> None:
         await asyncio.gather(*(batcher.run(item) for item in ("x", "y", "z")))
+        await batcher.run("alone")
 
     asyncio.run(main())
-    assert rec.seen == [("a", "x"), ("a", "y"), ("a", "z"), ("b", "x"), ("b", "y"), ("b", "z")]
+    assert rec.seen[:6] == [("a", "x"), ("a", "y"), ("a", "z"), ("b", "x"), ("b", "y"), ("b", "z")]
+    assert sizes == [3, 1]
 
 
 def test_a_refused_item_fails_alone_and_goes_no_further() -> None:
