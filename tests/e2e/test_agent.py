@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,8 +129,8 @@ def test_logs_since_and_timestamps(cluster: LocalCluster, api: Api) -> None:
     api.ok("DELETE", "/api/v1/namespaces/default/pods/clock?gracePeriodSeconds=0")
 
 
-def test_a_failing_liveness_probe_restarts_the_container(api: Api) -> None:
-    marker = "/tmp/raftkube-liveness-dead"
+def test_a_failing_liveness_probe_restarts_the_container(api: Api, tmp_path: Path) -> None:
+    marker = str(tmp_path / "liveness-dead")  # the process runtime's containers share the host's files
     alive = {"exec": {"command": ["test", "!", "-e", marker]}, "periodSeconds": 1, "failureThreshold": 2}
     script = f"rm -f {marker}; sleep 1; touch {marker}; sleep 1000"
     body = pod("liveness", "n1", container("c", "sh", "-c", script, livenessProbe=alive))
