@@ -43,7 +43,6 @@ class StageBatcher(Generic[T]):
     max_batch: int = 256
     # Told each batch's size as it starts (a metric).
     observe_size: Callable[[int], None] | None = None
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _queue: list[tuple[T, asyncio.Future[None]]] = field(default_factory=list, init=False)
     _handle: asyncio.Handle | None = field(default=None, init=False)
     _due: float = field(default=0.0, init=False)
@@ -57,8 +56,6 @@ class StageBatcher(Generic[T]):
         """Take `item` through every stage, in a batch with the items that
         come with it; a stage's exception is raised here."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new loop (tests): nothing of the old one runs again
-            self._loop, self._queue, self._handle, self._past, self._peak, self._expected = loop, [], None, 0, 0, 1
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.append((item, fut))
         self._peak = max(self._peak, len(self._queue) + self._past)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import pytest
-
 from control_plane.apiserver.stage_batches import StageBatcher
 
 
@@ -114,53 +112,43 @@ def test_while_others_are_outstanding_a_batch_waits_for_them_up_to_the_linger() 
     assert lingered >= 0.19
 
 
-def test_a_cancelled_caller_is_left_out_of_later_stages() -> None:
-    rec = Recorder()
+def two_callers_one_gone(rec: Recorder, gone: str, refuse: bool) -> dict[str, object]:
+    """x and y through [a gate, "b"]; once x is at the gate, `gone`'s caller
+    is cancelled and the gate opens (refusing everyone if `refuse`). What
+    each caller got."""
 
-    async def main() -> None:
+    async def main() -> dict[str, object]:
         opened = asyncio.Event()
 
-        async def hold(item: str) -> None:
-            rec.seen.append(("hold", item))
+        async def gate(item: str) -> None:
+            rec.seen.append(("gate", item))
             await opened.wait()
+            if refuse:
+                raise ValueError(f"refused {item}")
 
-        batcher: StageBatcher[str] = StageBatcher([hold, rec.stage("b")])
-        first = asyncio.create_task(batcher.run("x"))
-        second = asyncio.create_task(batcher.run("y"))
-        while ("hold", "x") not in rec.seen:
+        batcher: StageBatcher[str] = StageBatcher([gate, rec.stage("b")])
+        callers = {item: asyncio.create_task(batcher.run(item)) for item in ("x", "y")}
+        while ("gate", "x") not in rec.seen:
             await asyncio.sleep(0.001)
-        second.cancel()
+        callers[gone].cancel()
         opened.set()
-        await first
-        with pytest.raises(asyncio.CancelledError):
-            await second
+        results = await asyncio.gather(*callers.values(), return_exceptions=True)
+        return dict(zip(callers, results, strict=True))
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_cancelled_caller_is_left_out_of_later_stages() -> None:
+    rec = Recorder()
+    got = two_callers_one_gone(rec, gone="y", refuse=False)
+    assert got["x"] is None and isinstance(got["y"], asyncio.CancelledError)
     assert ("b", "x") in rec.seen and ("b", "y") not in rec.seen
 
 
 def test_a_caller_gone_while_its_stage_runs_does_not_disturb_the_others() -> None:
     rec = Recorder()
-
-    async def main() -> None:
-        opened = asyncio.Event()
-
-        async def refuse_after_waiting(item: str) -> None:
-            rec.seen.append(("wait", item))
-            await opened.wait()
-            raise ValueError(f"refused {item}")
-
-        batcher: StageBatcher[str] = StageBatcher([refuse_after_waiting, rec.stage("b")])
-        first = asyncio.create_task(batcher.run("x"))
-        second = asyncio.create_task(batcher.run("y"))
-        while ("wait", "x") not in rec.seen:
-            await asyncio.sleep(0.001)
-        first.cancel()  # x's caller goes while x's stage is running; the stage then refuses x
-        opened.set()
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        with pytest.raises(ValueError, match="refused y"):
-            await second
-
-    asyncio.run(main())
-    assert ("wait", "y") in rec.seen
+    # x's caller goes while x's stage is running; the stage then refuses x (and y).
+    got = two_callers_one_gone(rec, gone="x", refuse=True)
+    assert isinstance(got["x"], asyncio.CancelledError)
+    assert isinstance(got["y"], ValueError) and str(got["y"]) == "refused y"
+    assert ("gate", "y") in rec.seen
