@@ -25,9 +25,11 @@ certificates, RBAC, the audit log at Metadata level, as `raftkube up` runs):
 
 The load generator shares the machine's cores with the masters; it does
 the same for every system, so the ratios compare like with like. Every run
-also prints what it cost the leader's event loop thread per operation (CPU
-from /proc, warm-up included): the thread a master's Python runs on, which
-API creates saturate when they are all sent to it.
+also prints what it cost per operation (CPU from /proc, warm-up included):
+the leader's event loop thread, the thread a master's Python runs on, which
+API creates saturate when they are all sent to it; and the whole machine,
+with how many of its cores were busy, which is the limit once the load is
+spread over the masters.
 
 Ratios are the median over rounds of each round's ratio (runs taken side
 by side), with the ratio of the medians in brackets.
@@ -50,12 +52,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import astuple, dataclass
 
 import aiohttp
 import grpc
 
 from bench.kv_load import LoadResult, closed_loop, median, median_result, paired_ratio, run_load
-from bench.proc_cpu import loop_seconds
+from bench.proc_cpu import loop_seconds, machine_busy_seconds
 from bench.work_dir import add_keep_argument, work_dir
 from control_plane.apipb import resources_pb2 as pb
 from control_plane.apipb import resources_pb2_grpc
@@ -271,6 +274,30 @@ async def watch_latency(api: str, endpoint: str, namespace: str, events: int) ->
     return {via: [got[via][n] - sent[n] for n in sent] for via in got}
 
 
+@dataclass
+class Cost:
+    """What a run cost per operation (warm-up included): the leader's event
+    loop thread, the thread a master's Python runs on, which API creates
+    saturate when they are all sent to it; and the whole machine (every
+    core, every process, the load generator and the kernel's loopback work
+    included), with how many cores were busy, which shows when the cores,
+    not one master, are the limit."""
+
+    loop_us: float
+    machine_us: float
+    cores: float
+
+    @staticmethod
+    def of_medians(costs: list[Cost]) -> Cost:
+        return Cost(*(median(list(field)) for field in zip(*(astuple(c) for c in costs), strict=True)))
+
+    def __str__(self) -> str:
+        return (
+            f"leader loop {self.loop_us:4.0f} us/op"
+            f"  machine {self.machine_us:4.0f} us/op ({self.cores:.2f} of {os.cpu_count()} cores busy)"
+        )
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -395,19 +422,20 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
     runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
     # Per run, the leader's event loop thread's CPU per operation (us): what
     # saturates a master, and where an API create's cost over a put shows.
-    loop_us: dict[str, dict[int, list[float]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
+    costs: dict[str, dict[int, list[Cost]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
     leader_pids = {k: (secure_leader_pid if k.endswith("secure") else leader.pid) for k in args.systems}
     for c in concurrencies:
         for r in range(args.rounds):
             for system in runs:
-                before = loop_seconds(leader_pids[system])
+                before, busy_before, t0 = loop_seconds(leader_pids[system]), machine_busy_seconds(), time.monotonic()
                 result = loads[system](c, r)
                 spent = loop_seconds(leader_pids[system]) - before
-                per_op = spent / max(1.0, result.rate * (args.seconds + WARMUP)) * 1e6
+                busy, wall = machine_busy_seconds() - busy_before, time.monotonic() - t0
+                ops = max(1.0, result.rate * (args.seconds + WARMUP))
                 runs[system][c].append(result)
-                loop_us[system][c].append(per_op)
+                costs[system][c].append(Cost(spent / ops * 1e6, busy / ops * 1e6, busy / wall))
                 line = result.line(f"{system} (round {r + 1})").replace("puts/s", "ops/s ")
-                print(f"{line}  leader loop {per_op:4.0f} us/op", flush=True)
+                print(f"{line}  {costs[system][c][-1]}", flush=True)
     medians = {k: {c: median_result(v) for c, v in per.items()} for k, per in runs.items()}
 
     lists: dict[str, list[tuple[float, float]]] = {}
@@ -446,13 +474,13 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
             s, placement = medians[base][c], base.removeprefix("store")
             print(
                 f"  c={c:<3} {'raw puts' + placement:24} {s.rate:6.0f}/s  p50 {s.percentile(50) * 1000:5.1f} ms"
-                f"  p99 {s.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[base][c]):4.0f} us/op"
+                f"  p99 {s.percentile(99) * 1000:5.1f} ms  {Cost.of_medians(costs[base][c])}"
             )
         for via, base in fronts.items():
             m, s = medians[via][c], medians[base][c]
             print(
                 f"  c={c:<3} {via + ' creates':24} {m.rate:6.0f}/s  p50 {m.percentile(50) * 1000:5.1f} ms"
-                f"  p99 {m.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[via][c]):4.0f} us/op"
+                f"  p99 {m.percentile(99) * 1000:5.1f} ms  {Cost.of_medians(costs[via][c])}"
                 f"  = {100 * of_raw[via, c]:5.1f}% [{100 * m.rate / max(s.rate, 1):.1f}%] of raw puts"
             )
             if via not in secured:
@@ -460,7 +488,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
             t = medians[f"{via} secure"][c]
             print(
                 f"  c={c:<3} {via + ' secure':24} {t.rate:6.0f}/s  p50 {t.percentile(50) * 1000:5.1f} ms"
-                f"  p99 {t.percentile(99) * 1000:5.1f} ms  leader loop {median(loop_us[via + ' secure'][c]):4.0f} us/op"
+                f"  p99 {t.percentile(99) * 1000:5.1f} ms  {Cost.of_medians(costs[via + ' secure'][c])}"
                 f"  = {100 * of_plain[via, c]:5.1f}%"
                 f" [{100 * t.rate / max(m.rate, 1):.1f}%] of plain (TLS, RBAC as {SECURE_USER}, audit)"
             )

@@ -18,3 +18,13 @@ def loop_seconds(pid: int) -> float:
     """A master's event loop thread's CPU time: its main thread, which runs
     all of its Python (gRPC's poller thread works outside the GIL)."""
     return cpu_seconds(pid, pid)
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores have spent busy since boot (every process, the
+    kernel's work for loopback traffic included), from /proc/stat: with
+    wall time, how close a load came to what the machine can give."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
