@@ -276,12 +276,9 @@ async def watch_latency(api: str, endpoint: str, namespace: str, events: int) ->
 
 @dataclass
 class Cost:
-    """What a run cost per operation (warm-up included): the leader's event
-    loop thread, the thread a master's Python runs on, which API creates
-    saturate when they are all sent to it; and the whole machine (every
-    core, every process, the load generator and the kernel's loopback work
-    included), with how many cores were busy, which shows when the cores,
-    not one master, are the limit."""
+    """What a run cost per operation, warm-up included (the module's
+    docstring says why each figure is there): the leader's event loop
+    thread and the whole machine, in µs, and the machine's busy cores."""
 
     loop_us: float
     machine_us: float
@@ -420,8 +417,7 @@ def run(plain: LocalCluster, secure: LocalCluster | None, args: argparse.Namespa
 
     concurrencies: list[int] = args.concurrency
     runs: dict[str, dict[int, list[LoadResult]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
-    # Per run, the leader's event loop thread's CPU per operation (us): what
-    # saturates a master, and where an API create's cost over a put shows.
+    # Per run, what an operation cost the leader's loop and the machine.
     costs: dict[str, dict[int, list[Cost]]] = {k: {c: [] for c in concurrencies} for k in args.systems}
     leader_pids = {k: (secure_leader_pid if k.endswith("secure") else leader.pid) for k in args.systems}
     for c in concurrencies:

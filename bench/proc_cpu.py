@@ -22,9 +22,9 @@ def loop_seconds(pid: int) -> float:
 
 def machine_busy_seconds() -> float:
     """CPU time all cores have spent busy since boot (every process, the
-    kernel's work for loopback traffic included), from /proc/stat: with
-    wall time, how close a load came to what the machine can give."""
+    kernel's work for loopback traffic included; not time the hypervisor
+    gave to other guests), from /proc/stat: with wall time, how close a load
+    came to what the machine can give."""
     with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
