@@ -278,7 +278,7 @@ async def watch_latency(api: str, endpoint: str, namespace: str, events: int) ->
 class Cost:
     """What a run cost per operation, warm-up included (the module's
     docstring says why each figure is there): the leader's event loop
-    thread and the whole machine, in µs, and the machine's busy cores."""
+    thread and the whole machine, in us, and the machine's busy cores."""
 
     loop_us: float
     machine_us: float
