@@ -80,9 +80,9 @@ class SnapshotImage:
     def encode_chunks(self, chunk_bytes: int = 256 << 10) -> Iterator[bytes]:
         """The encoding in pieces of about chunk_bytes, to write one after
         the other: a writer can let other threads run between them. Every
-        value is copied twice (into its KeyValue's serialization, then into
-        its chunk): lengths are added up, not found by joining what they
-        measure, since a master's history is hundreds of megabytes."""
+        KeyValue is copied once, as the key space keeps it encoded, into its
+        chunk: lengths are added up, not found by joining what they measure,
+        since a master's history is hundreds of megabytes."""
         parts = [_int(1, self.format), _int(2, self.revision), _int(3, self.compact_revision)]
         pending = 0
         append, varint = parts.append, _varint
@@ -94,17 +94,16 @@ class SnapshotImage:
             head = _KEY + varint(len(key)) + key if key else b""
             body = [head]
             size = len(head)
-            for v in versions:
-                fields = (b"\x08" + varint(v.revision) if v.revision else b"") + (
-                    b"\x10" + varint(v.sub) if v.sub else b""
-                )
-                if v.kv is None:
+            for revision, sub, kv in versions:
+                fields = (b"\x08" + varint(revision) if revision else b"") + (b"\x10" + varint(sub) if sub else b"")
+                if kv is None:
                     fields += _TOMBSTONE
                     item = _VERSION + varint(len(fields)) + fields
                     body.append(item)
                     size += len(item)
                 else:
-                    kv = v.kv.SerializeToString(deterministic=True)
+                    # Kept encoded (ha.keyspace); a KeyValue has no maps, so
+                    # its encoding is the deterministic one.
                     fields += _KV + varint(len(kv))
                     item = _VERSION + varint(len(fields) + len(kv)) + fields
                     body += (item, kv)

@@ -165,19 +165,15 @@ class StateMachine:
         snap = internal_pb2.Snapshot.FromString(data)
         if snap.format != SNAPSHOT_FORMAT:
             raise ValueError(f"snapshot format {snap.format} is not {SNAPSHOT_FORMAT}")
-        histories = [
-            (
-                h.key,
-                [Version(v.revision, v.sub, None if v.tombstone else v.kv) for v in h.versions],
-            )
-            for h in snap.keys
-        ]
+        histories: list[tuple[bytes, list[Version]]] = []
         leases = [Lease(le.id, le.ttl, le.deadline_ms) for le in snap.leases]
         by_id = {le.id: le for le in leases}
-        for key, versions in histories:
-            live = versions[-1].kv
-            if live is not None and live.lease in by_id:
-                by_id[live.lease].keys.add(key)
+        for h in snap.keys:
+            versions = [(v.revision, v.sub, None if v.tombstone else v.kv.SerializeToString()) for v in h.versions]
+            histories.append((h.key, versions))
+            live = h.versions[-1]
+            if not live.tombstone and live.kv.lease in by_id:
+                by_id[live.kv.lease].keys.add(h.key)
         with self._lock:
             self._kv.load(snap.revision, snap.compact_revision, histories)
             self._leases.load(snap.lease_clock_ms, snap.next_lease_id, leases)
@@ -208,19 +204,15 @@ class StateMachine:
         kvs, count = self._kv.range(req.key, req.range_end, req.revision, req.limit, req.count_only)
         resp = kv_pb2.RangeResponse(count=count, more=0 < req.limit < count)
         resp.header.revision = self._kv.revision
+        out = resp.kvs
         if req.keys_only:
-            resp.kvs.extend(
-                kv_pb2.KeyValue(
-                    key=kv.key,
-                    create_revision=kv.create_revision,
-                    mod_revision=kv.mod_revision,
-                    version=kv.version,
-                    lease=kv.lease,
-                )
-                for kv in kvs
-            )
+            for data in kvs:
+                kv = out.add()
+                kv.MergeFromString(data)
+                kv.ClearField("value")
         else:
-            resp.kvs.extend(kvs)
+            for data in kvs:
+                out.add().MergeFromString(data)
         return resp
 
     def _check_read_revision(self, revision: int) -> None:
@@ -247,7 +239,7 @@ class StateMachine:
         with self._lock:
             self._check_history(start_revision)
             events = self._kv.events_since(start_revision, key, range_end, max_events)
-            reached = events[-1].revision if len(events) >= max_events else self._kv.revision
+            reached = events[-1][0] if len(events) >= max_events else self._kv.revision
             return events, reached
 
     def keys_changed_since(self, start_revision: int) -> set[bytes]:
@@ -330,12 +322,12 @@ class StateMachine:
         value = prev_live.value if (req.ignore_value and prev_live is not None) else req.value
         lease = prev_live.lease if (req.ignore_lease and prev_live is not None) else req.lease
         rev, sub = self._next_sub()
-        _, prev = self._kv.put(key, value, lease, rev, sub)
-        if prev is not None and prev.lease != lease:
-            self._leases.detach(prev.lease, key)
+        self._kv.put(key, value, lease, rev, sub, prev_live)
+        if prev_live is not None and prev_live.lease != lease:
+            self._leases.detach(prev_live.lease, key)
         self._leases.attach(lease, key)
-        if req.prev_kv and prev is not None:
-            resp.prev_kv.CopyFrom(prev)
+        if req.prev_kv and prev_live is not None:
+            resp.prev_kv.CopyFrom(prev_live)
 
     def _do_delete(self, req: kv_pb2.DeleteRangeRequest) -> kv_pb2.DeleteRangeResponse:
         resp = kv_pb2.DeleteRangeResponse()

@@ -204,18 +204,19 @@ class Store:
                 )
                 next_rev = max(next_rev, reached + 1)
                 resp = kv_pb2.WatchResponse()
-                for e in events:
-                    if e.kv is None:
+                for revision, _, key, kv, prev_kv in events:  # KeyValues encoded (ha.keyspace)
+                    if kv is None:
                         if no_delete:
                             continue
                         ev = resp.events.add(type=kv_pb2.Event.DELETE)
-                        ev.kv.key, ev.kv.mod_revision = e.key, e.revision
+                        ev.kv.key, ev.kv.mod_revision = key, revision
                     else:
                         if no_put:
                             continue
-                        ev = resp.events.add(type=kv_pb2.Event.PUT, kv=e.kv)
-                    if req.prev_kv and e.prev_kv is not None:
-                        ev.prev_kv.CopyFrom(e.prev_kv)
+                        ev = resp.events.add(type=kv_pb2.Event.PUT)
+                        ev.kv.MergeFromString(kv)
+                    if req.prev_kv and prev_kv is not None:
+                        ev.prev_kv.MergeFromString(prev_kv)
                 if resp.events:
                     resp.header.CopyFrom(self.header())
                     resp.header.revision = reached

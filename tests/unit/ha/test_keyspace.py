@@ -22,9 +22,9 @@ step = st.one_of(
 def kept_by_full_scan(history: dict[bytes, list[Version]], revision: int) -> dict[bytes, list[Version]]:
     kept = {}
     for key, versions in history.items():
-        at = [v for v in versions if v.revision <= revision]
-        later = [v for v in versions if v.revision > revision]
-        live_at = [at[-1]] if at and at[-1].kv is not None else []
+        at = [v for v in versions if v[0] <= revision]
+        later = [v for v in versions if v[0] > revision]
+        live_at = [at[-1]] if at and at[-1][2] is not None else []
         if live_at + later:
             kept[key] = live_at + later
     return kept
@@ -46,10 +46,10 @@ def test_compaction_keeps_what_a_full_scan_keeps(steps: list[tuple[str, object]]
         assert isinstance(arg, bytes)
         revision = ks.revision + 1
         if kind == "put":
-            kv, _ = ks.put(arg, b"v%d" % revision, 0, revision, 0)
-            everything.setdefault(arg, []).append(Version(revision, 0, kv))
+            ks.put(arg, b"v%d" % revision, 0, revision, 0, ks.get(arg))
+            everything.setdefault(arg, []).append(dict(ks.items())[arg][-1])  # as stored
         elif ks.delete(arg, revision, 0) is not None:
-            everything[arg].append(Version(revision, 0, None))
+            everything[arg].append((revision, 0, None))
         else:
             continue  # deleting a missing key changes nothing
         ks.revision = revision

@@ -205,7 +205,7 @@ def test_compaction_discards_history(sm: StateMachine) -> None:
     with pytest.raises(Exception, match="compacted"):
         sm.range(kv_pb2.RangeRequest(key=b"a", revision=4))
     events, _ = sm.events_since(6, b"\0", b"\0")
-    assert [(e.revision, e.key, e.kv is None) for e in events] == [(6, b"gone", True)]
+    assert [(revision, key, kv is None) for revision, _, key, kv, _ in events] == [(6, b"gone", True)]
     with pytest.raises(Exception, match="compact"):
         sm.events_since(5, b"\0", b"\0")
 
@@ -214,8 +214,9 @@ def test_events_carry_previous_values_and_never_split_a_revision(sm: StateMachin
     apply(sm, put(b"a", b"1"))
     apply(sm, txn([], [op_put(b"a", b"2"), op_put(b"b", b"2"), op_put(b"c", b"2")]))
     events, reached = sm.events_since(1, b"\0", b"\0", max_events=2)
-    assert [(e.revision, e.key) for e in events] == [(1, b"a"), (2, b"a"), (2, b"b"), (2, b"c")]
-    assert events[1].prev_kv is not None and events[1].prev_kv.value == b"1"
+    assert [(revision, key) for revision, _, key, _, _ in events] == [(1, b"a"), (2, b"a"), (2, b"b"), (2, b"c")]
+    prev_kv = events[1][4]  # encoded (ha.keyspace)
+    assert prev_kv is not None and kv_pb2.KeyValue.FromString(prev_kv).value == b"1"
     assert reached == 2
 
 
