@@ -19,10 +19,12 @@ instance of a tuple subclass such as a NamedTuple, and a full collection
 walks every tracked object. Kept as KeyValue messages in NamedTuples, each
 key was four tracked objects (its version list, a Version, a KeyValue, an
 event): with 200,000 keys a full collection took 125 ms, and masters under
-api_bench paused 20-260 ms at a time. Now a key is one, its version list
-(a tuple per key, replaced on every write, would copy a hot key's whole
-history each time). Reads decode what they return: a 2.5 KB KeyValue in
-~0.6 us, less than copying a message into a response costs.
+api_bench paused 20-260 ms at a time. A key's versions are a tuple too
+while there are few of them (a write makes a new one), and a list, the
+one thing tracked, only past TUPLE_VERSIONS: a tuple for a hot key would
+copy its whole history on every write. Reads decode what they return: a
+2.5 KB KeyValue in ~0.6 us, less than copying a message into a response
+costs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from ha.storepb.kv_pb2 import KeyValue
 
 # (revision, sub, the KeyValue encoded, or None for a tombstone)
 Version = tuple[int, int, bytes | None]
+# A key's versions, oldest first: a tuple, or past TUPLE_VERSIONS a list.
+Versions = tuple[Version, ...] | list[Version]
+TUPLE_VERSIONS = 8
 # (revision, sub, key, the KeyValue encoded or None for a deletion, the
 # previous live one encoded or None)
 EventRecord = tuple[int, int, bytes, bytes | None, bytes | None]
@@ -52,7 +57,7 @@ def decoded(data: bytes | None) -> KeyValue | None:
 
 class KeySpace:
     def __init__(self) -> None:
-        self._index: SortedDict = SortedDict()  # bytes -> list[Version], oldest first
+        self._index: SortedDict = SortedDict()  # bytes -> Versions
         self._events: list[EventRecord] = []
         self.revision = 0
         self.compact_revision = 0
@@ -77,7 +82,7 @@ class KeySpace:
         return decoded(self._at(versions, revision))
 
     @staticmethod
-    def _at(versions: list[Version], revision: int) -> bytes | None:
+    def _at(versions: Versions, revision: int) -> bytes | None:
         if revision <= 0:
             return versions[-1][2]
         i = bisect.bisect_right(versions, revision, key=_revision)
@@ -148,12 +153,8 @@ class KeySpace:
             )
         data = kv.SerializeToString()
         versions = self._index.get(key)
-        if versions is None:
-            self._index[key] = [(revision, sub, data)]
-            self._events.append((revision, sub, key, data, None))
-        else:
-            self._events.append((revision, sub, key, data, versions[-1][2]))
-            versions.append((revision, sub, data))
+        self._events.append((revision, sub, key, data, versions[-1][2] if versions else None))
+        self._add_version(key, versions, (revision, sub, data))
 
     def delete(self, key: bytes, revision: int, sub: int) -> KeyValue | None:
         """Delete `key` at (revision, sub) if it is live; returns what it held."""
@@ -161,9 +162,19 @@ class KeySpace:
         if not versions or versions[-1][2] is None:
             return None
         prev = versions[-1][2]
-        versions.append((revision, sub, None))
+        self._add_version(key, versions, (revision, sub, None))
         self._events.append((revision, sub, key, None, prev))
         return decoded(prev)
+
+    def _add_version(self, key: bytes, versions: Versions | None, version: Version) -> None:
+        if versions is None:
+            self._index[key] = (version,)
+        elif isinstance(versions, list):
+            versions.append(version)
+        elif len(versions) < TUPLE_VERSIONS:
+            self._index[key] = (*versions, version)
+        else:
+            self._index[key] = [*versions, version]
 
     def live_keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
         index = self._index
@@ -193,10 +204,13 @@ class KeySpace:
             i = bisect.bisect_right(versions, revision, key=_revision)
             # versions[i-1] is the state of k at `revision`: keep it if live.
             keep_from = i - 1 if versions[i - 1][2] is not None else i
-            if keep_from > 0:
-                del versions[:keep_from]
-            if not versions:
+            if keep_from == 0:
+                continue
+            kept = versions[keep_from:]
+            if not kept:
                 gone.append(k)
+            else:
+                index[k] = tuple(kept) if len(kept) <= TUPLE_VERSIONS else kept
         for k in gone:
             del index[k]
         del self._events[:cut]
@@ -204,7 +218,7 @@ class KeySpace:
 
     # -- snapshots ----------------------------------------------------------
 
-    def items(self) -> Iterator[tuple[bytes, list[Version]]]:
+    def items(self) -> Iterator[tuple[bytes, Versions]]:
         """Every key and its retained versions, in key order."""
         return iter(self._index.items())
 
@@ -218,7 +232,9 @@ class KeySpace:
 
     def load(self, revision: int, compact_revision: int, histories: list[tuple[bytes, list[Version]]]) -> None:
         """Replace everything with the given histories (from a snapshot)."""
-        self._index = SortedDict(histories)
+        self._index = SortedDict(
+            (key, tuple(versions) if len(versions) <= TUPLE_VERSIONS else versions) for key, versions in histories
+        )
         self.revision = revision
         self.compact_revision = compact_revision
         events: list[EventRecord] = []
