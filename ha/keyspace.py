@@ -18,8 +18,8 @@ tuple the first time it sees it, but never a protobuf message or an
 instance of a tuple subclass such as a NamedTuple, and a full collection
 walks every tracked object. Kept as KeyValue messages in NamedTuples, each
 key was four tracked objects (its version list, a Version, a KeyValue, an
-event): with 200,000 keys a full collection took 125 ms, and masters under
-api_bench paused 20-260 ms at a time. A key's versions are a tuple too
+event): with 200,000 keys a full collection took 107-124 ms (now ~16), and
+masters under api_bench paused up to 261 ms. A key's versions are a tuple too
 while there are few of them (a write makes a new one), and a list, the
 one thing tracked, only past TUPLE_VERSIONS: a tuple for a hot key would
 copy its whole history on every write. Reads decode what they return: a
@@ -51,7 +51,7 @@ def _revision(record: Version | EventRecord) -> int:
     return record[0]
 
 
-def decoded(data: bytes | None) -> KeyValue | None:
+def _decoded(data: bytes | None) -> KeyValue | None:
     return None if data is None else KeyValue.FromString(data)
 
 
@@ -79,7 +79,7 @@ class KeySpace:
         versions = self._index.get(key)
         if not versions:
             return None
-        return decoded(self._at(versions, revision))
+        return _decoded(self._at(versions, revision))
 
     @staticmethod
     def _at(versions: Versions, revision: int) -> bytes | None:
@@ -164,7 +164,7 @@ class KeySpace:
         prev = versions[-1][2]
         self._add_version(key, versions, (revision, sub, None))
         self._events.append((revision, sub, key, None, prev))
-        return decoded(prev)
+        return _decoded(prev)
 
     def _add_version(self, key: bytes, versions: Versions | None, version: Version) -> None:
         if versions is None:
