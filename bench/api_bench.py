@@ -52,7 +52,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import aiohttp
 import grpc
@@ -286,7 +286,9 @@ class Cost:
 
     @staticmethod
     def of_medians(costs: list[Cost]) -> Cost:
-        return Cost(*(median(list(field)) for field in zip(*(astuple(c) for c in costs), strict=True)))
+        return Cost(
+            median([c.loop_us for c in costs]), median([c.machine_us for c in costs]), median([c.cores for c in costs])
+        )
 
     def __str__(self) -> str:
         return (

@@ -55,11 +55,11 @@ def test_compaction_keeps_what_a_full_scan_keeps(steps: list[tuple[str, object]]
         else:
             continue  # deleting a missing key changes nothing
         ks.revision = revision
-        assert kept(ks) == kept_by_full_scan(everything, compacted)
-    assert kept(ks) == kept_by_full_scan(everything, compacted)
+        assert stored(ks) == kept_by_full_scan(everything, compacted)
+    assert stored(ks) == kept_by_full_scan(everything, compacted)
 
 
-def kept(ks: KeySpace) -> dict[bytes, list[Version]]:
+def stored(ks: KeySpace) -> dict[bytes, list[Version]]:
     return {key: list(versions) for key, versions in ks.items()}
 
 
